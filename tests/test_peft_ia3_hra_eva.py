@@ -60,3 +60,35 @@ def test_ia3_ff_matches_peft(qwen, ids):
     d = _max_diff(qwen, pm, ids)
     print(f"IA3-FF max|diff| vs PEFT: {d:.2e}")
     assert d <= TOL
+
+
+# ---------------------------------------------------------------- HRA
+@pytest.mark.parametrize("apply_GS,r", [(False, 4), (False, 8), (True, 3)])
+def test_hra_matches_peft(qwen, ids, apply_GS, r):
+    ref = copy.deepcopy(qwen)
+    ll.attach(qwen, ll.HRAConfig(r=r, apply_GS=apply_GS))
+    perturb_adapter(qwen, std=0.2)
+    pm = _peft_model(ref, peft.HRAConfig(r=r, apply_GS=apply_GS, target_modules=["q_proj", "v_proj"]))
+    _copy_into_peft(qwen, pm, "hra_u", lambda l: l.U.detach().T)   # PEFT: (d_in, r)
+    d = _max_diff(qwen, pm, ids)
+    print(f"HRA (r={r}, apply_GS={apply_GS}) max|diff| vs PEFT: {d:.2e}")
+    assert d <= TOL
+
+
+def test_hra_init_is_identity_and_peft_like(qwen, ids):
+    with torch.no_grad(): y0 = qwen(ids).logits
+    ll.attach(qwen, ll.HRAConfig(r=8))
+    with torch.no_grad(): assert (qwen(ids).logits - y0).abs().max() <= 1e-5
+    U = ll.adapter_layers(qwen)["model.layers.0.self_attn.q_proj"].U
+    assert torch.equal(U[0::2], U[1::2])                      # pairs
+    assert U.abs().max() <= 1 / (8 / 2) ** 0.5 + 1e-6          # PEFT's Kaiming bound for a (d_in, r/2) tensor
+
+
+def test_hra_odd_r_is_a_clear_error(qwen):
+    with pytest.raises(ValueError, match="r must be even"): ll.HRAConfig(r=3)
+    snap = snapshot(qwen)
+    cfg = ll.HRAConfig(r=4); cfg.r = 5                           # a config mutated after validation
+    with pytest.raises(ValueError, match="r must be even"): ll.attach(qwen, cfg)
+    assert_unchanged(qwen, snap)
+    with pytest.raises(ValueError, match="don't fit"): ll.attach(qwen, ll.HRAConfig(r=65, apply_GS=True))
+    assert_unchanged(qwen, snap)
