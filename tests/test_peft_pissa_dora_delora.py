@@ -5,6 +5,7 @@ from torch import nn
 import torch.nn.functional as F
 import lora_lite as ll
 from lora_lite.core import dense_weight
+from lora_lite.checks import tiny_qwen3
 from conftest import snapshot, assert_unchanged, perturb_adapter
 
 peft = pytest.importorskip("peft")
@@ -71,3 +72,51 @@ def test_pissa_rank_too_large_leaves_model_unchanged(qwen):
     with pytest.raises(ValueError, match=r"exceeds min\(d_in, d_out\)=32"):
         ll.attach(qwen, ll.PiSSAConfig(r=48, target_names=("q_proj", "v_proj")))   # v_proj is 64->32
     assert_unchanged(qwen, snap)
+
+
+# ---------------------------------------------------------------- DoRA
+@pytest.mark.parametrize("bias", [False, True])
+def test_dora_matches_peft(ids, bias):
+    qwen = tiny_qwen3(attention_bias=bias)
+    base = copy.deepcopy(qwen)
+    names = ll.attach(qwen, ll.DoRAConfig(r=4, alpha=8))
+    train_steps(qwen, ids)
+    perturb_adapter(qwen)   # B, m well away from init
+    pm = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], use_dora=True))
+    ours, theirs = ll.adapter_layers(qwen), peft_layers(pm, names)
+    with torch.no_grad():
+        for n in names:
+            l, t = ours[n], theirs[n]
+            t.lora_A["default"].weight.copy_(l.A); t.lora_B["default"].weight.copy_(l.B)
+            t.lora_magnitude_vector["default"].weight.copy_(l.m)
+    d = (logits(qwen, ids) - logits(pm, ids)).abs().max().item()
+    assert d <= TOL, d
+    print(f"dora (bias={bias}) max|diff| vs PEFT: {d:.2e}")
+
+
+def test_dora_fast_norm_equals_naive(qwen, ids):
+    ll.attach(qwen, ll.DoRAConfig(r=8, alpha=16, target_names=("q_proj", "k_proj", "v_proj", "o_proj", "down_proj")))
+    perturb_adapter(qwen, std=0.2)
+    for n, l in ll.adapter_layers(qwen).items():
+        m = qwen.get_submodule(n)
+        naive = (dense_weight(m) + l.scale * l.B @ l.A).norm(dim=1)
+        fast = l.weight_norm(l.base_pass(torch.float32)[0])
+        torch.testing.assert_close(fast, naive.detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_dora_conv1d_and_gradients():
+    "GPT-2 style Conv1D (transposed weight, bias): hooked output and gradients equal the naive detached-norm DoRA."
+    from transformers.pytorch_utils import Conv1D
+    torch.manual_seed(0)
+    model = nn.Module(); model.q_proj = Conv1D(24, 16); nn.init.normal_(model.q_proj.bias)
+    ll.attach(model, ll.DoRAConfig(r=4, alpha=8, target_names="q_proj"))
+    perturb_adapter(model, std=0.3)
+    l, x = model.q_proj.ll_adapter, torch.randn(2, 5, 16)
+    y = model.q_proj(x)
+    W = model.q_proj.weight.T
+    V = W + l.scale * l.B @ l.A
+    ref = F.linear(x, (l.m / V.norm(dim=1).detach())[:, None] * V, model.q_proj.bias)
+    torch.testing.assert_close(y, ref)
+    for a, b in zip(torch.autograd.grad(y.square().sum(), [l.A, l.B, l.m]), torch.autograd.grad(ref.square().sum(), [l.A, l.B, l.m])):
+        torch.testing.assert_close(a, b)
+    assert model.q_proj.weight.grad is None
