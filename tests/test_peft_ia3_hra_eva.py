@@ -210,3 +210,22 @@ def test_eva_bad_input_leaves_model_unchanged(qwen):
         ll.attach(qwen, ll.EVAConfig(r=65), calibration_data=token_batches(n=1))
     assert_unchanged(qwen, snap)
     with pytest.raises(ValueError, match="rho"): ll.EVAConfig(rho=0.5)
+
+
+# ---------------------------------------------------------------- parameter counts (DESIGN §3, seed table)
+def test_param_counts_on_qwen3_0_6b_widths():
+    "Per-block trainable counts on a 1-block model with Qwen3-0.6B's widths; x28 blocks = the seed's table."
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+    torch.manual_seed(0)
+    cfg = Qwen3Config(vocab_size=128, hidden_size=1024, intermediate_size=3072, num_hidden_layers=1, num_attention_heads=16,
+                      num_key_value_heads=8, head_dim=128, max_position_embeddings=64, tie_word_embeddings=False)
+    m = Qwen3ForCausalLM(cfg).eval()
+    data = token_batches(n=2, bs=4, T=16)                       # 2 batches · 4 rows · 11 kept tokens = 88 >= r=32
+    want = [(ll.IA3Config(), 2_048), (ll.IA3FFConfig(), 3_072), (ll.HRAConfig(r=32, alpha=64), 65_536),
+            (ll.EVAConfig(r=32, alpha=64), 163_840)]
+    for c, per_block in want:
+        ll.attach(m, c, calibration_data=data if c.variant == "eva" else None)
+        n = sum(p.numel() for p in m.parameters() if p.requires_grad)
+        ll.detach(m)
+        assert n == per_block, (c.variant, n)
+    assert 28 * 2_048 == 57_344 and 28 * 3_072 == 86_016 and 28 * 65_536 == 1_835_008 and 28 * 163_840 == 4_587_520
