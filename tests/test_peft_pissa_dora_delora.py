@@ -32,7 +32,7 @@ def peft_layers(pm, names):
 
 # ---------------------------------------------------------------- PiSSA
 def test_pissa_matches_peft_at_init_and_after_training(qwen, ids):
-    base = copy.deepcopy(qwen)
+    base, y0 = copy.deepcopy(qwen), logits(qwen, ids)
     cfg = ll.PiSSAConfig(r=4, alpha=8)
     names = ll.attach(qwen, cfg)
     pm = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
@@ -50,6 +50,7 @@ def test_pissa_matches_peft_at_init_and_after_training(qwen, ids):
             t.lora_A["default"].weight.copy_(l.A); t.lora_B["default"].weight.copy_(l.B)
             t.base_layer.weight.copy_(dense_weight(qwen.get_submodule(n)) - l.scale * l.B0 @ l.A0)
     assert not torch.equal(ours[names[0]].A, ours[names[0]].A0)
+    assert (logits(qwen, ids) - y0).abs().max() > 1e-2   # training really changed the model
     d1 = (logits(qwen, ids) - logits(pm, ids)).abs().max().item()
     assert d1 <= TOL, d1
     print(f"pissa max|diff| vs PEFT: init {d0:.2e}, trained {d1:.2e}")
@@ -78,7 +79,7 @@ def test_pissa_rank_too_large_leaves_model_unchanged(qwen):
 @pytest.mark.parametrize("bias", [False, True])
 def test_dora_matches_peft(ids, bias):
     qwen = tiny_qwen3(attention_bias=bias)
-    base = copy.deepcopy(qwen)
+    base, y0 = copy.deepcopy(qwen), logits(qwen, ids)
     names = ll.attach(qwen, ll.DoRAConfig(r=4, alpha=8))
     train_steps(qwen, ids)
     perturb_adapter(qwen)   # B, m well away from init
@@ -89,6 +90,7 @@ def test_dora_matches_peft(ids, bias):
             l, t = ours[n], theirs[n]
             t.lora_A["default"].weight.copy_(l.A); t.lora_B["default"].weight.copy_(l.B)
             t.lora_magnitude_vector["default"].weight.copy_(l.m)
+    assert (logits(qwen, ids) - y0).abs().max() > 1e-2   # the adapter really changes the model
     d = (logits(qwen, ids) - logits(pm, ids)).abs().max().item()
     assert d <= TOL, d
     print(f"dora (bias={bias}) max|diff| vs PEFT: {d:.2e}")
@@ -120,3 +122,39 @@ def test_dora_conv1d_and_gradients():
     for a, b in zip(torch.autograd.grad(y.square().sum(), [l.A, l.B, l.m]), torch.autograd.grad(ref.square().sum(), [l.A, l.B, l.m])):
         torch.testing.assert_close(a, b)
     assert model.q_proj.weight.grad is None
+
+
+# ---------------------------------------------------------------- DeLoRA
+def test_delora_matches_peft(qwen, ids):
+    base, y0 = copy.deepcopy(qwen), logits(qwen, ids)
+    names = ll.attach(qwen, ll.DeLoRAConfig(r=4, lambda0=15.0))
+    train_steps(qwen, ids, lr=1e-3)
+    perturb_adapter(qwen)
+    pm = peft.get_peft_model(base, peft.DeloraConfig(r=4, delora_lambda=15, target_modules=["q_proj", "v_proj"]))
+    ours, theirs = ll.adapter_layers(qwen), peft_layers(pm, names)
+    with torch.no_grad():
+        for n in names:
+            l, t = ours[n], theirs[n]
+            torch.testing.assert_close(l.w, t.delora_w_norm["default"])   # same frozen column norms
+            t.delora_A["default"].copy_(l.A); t.delora_B["default"].copy_(l.B); t.delora_lambda["default"].copy_(l.lam)
+    assert not torch.equal(ours[names[0]].lam, torch.tensor([15.0]))
+    assert (logits(qwen, ids) - y0).abs().max() > 1e-2   # the adapter really changes the model
+    d = (logits(qwen, ids) - logits(pm, ids)).abs().max().item()
+    assert d <= TOL, d
+    print(f"delora max|diff| vs PEFT: {d:.2e}")
+
+
+# ---------------------------------------------------------------- parameter counts (DESIGN §3, per block at r=32)
+@pytest.mark.parametrize("cfg,per_block", [(ll.PiSSAConfig(r=32, alpha=64, niter=1), 163_840),
+                                           (ll.DoRAConfig(r=32, alpha=64), 166_912),
+                                           (ll.DeLoRAConfig(r=32), 163_842)])
+def test_param_counts_qwen3_06b_widths(cfg, per_block):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(Qwen3Config(vocab_size=128, hidden_size=1024, intermediate_size=3072, num_hidden_layers=1,
+                                         num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+                                         tie_word_embeddings=False)).eval()
+    ll.attach(model, cfg)
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert n == per_block, n
+    assert 28 * per_block == {"pissa": 4_587_520, "dora": 4_673_536, "delora": 4_587_576}[cfg.variant]
