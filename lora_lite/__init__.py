@@ -4,5 +4,6 @@ __version__ = "0.1.0"
 from .core import *
 from .calibrate import *
 from .attach import *
+from .peft_io import *
 from . import variants          # every variant registers itself on import
 from .variants import *
