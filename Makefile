@@ -4,10 +4,10 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 PY ?= python
 
-.PHONY: test sync export clean nbtest pytest readme smoke
+.PHONY: test sync export nbtest pytest docs smoke
 
 ## test: the full offline test suite (CI runs this): sync check, notebooks, pytest
-test: sync nbtest pytest
+test: sync docs nbtest pytest
 
 ## export: notebooks -> lora_lite/, clean notebooks, regenerate README.md
 export:
@@ -23,6 +23,10 @@ sync:
 	    git status --porcelain -- lora_lite nbs README.md; git --no-pager diff --stat -- lora_lite nbs; exit 1; \
 	  else echo "notebooks, package and README are in sync"; fi; \
 	else echo "not a git checkout: sync check skipped"; fi
+
+## docs: render every notebook to HTML offline (_docs/) and check intra-site links and the sidebar
+docs:
+	$(PY) tools/check_docs.py
 
 ## nbtest: run every notebook (nbdev_test prints only 'Success.' on success)
 nbtest:
