@@ -4,10 +4,26 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 PY ?= python
 
-.PHONY: test sync export nbtest pytest docs smoke
+.PHONY: test check sync export nbtest pytest docs smoke wheel bnb-smoke qwen-probe
 
 ## test: the full offline test suite (CI runs this): sync check, notebooks, pytest
 test: sync docs nbtest pytest
+
+## check: everything a release needs: the tests, the benchmark smoke run, sdist+wheel, twine check, and the README
+## quickstart run from the wheel in a fresh venv (torch + safetensors only)
+check: test smoke wheel
+
+## wheel: build sdist + wheel, twine check, install the wheel in a fresh venv and run the README quickstart from it
+wheel:
+	PY=$(PY) bash tools/wheel_check.sh
+
+## bnb-smoke: every variant on a 4-bit and an 8-bit base for a few steps (CPU or CUDA), one line per case
+bnb-smoke:
+	$(PY) tools/bnb_smoke.py
+
+## qwen-probe: Qwen3-0.6B-Base by name (needs the hub or --model PATH): one block's q/v, a few steps, save, reload, compare
+qwen-probe:
+	lora-lite-bench --preset probe $(PROBE_ARGS)
 
 ## export: notebooks -> lora_lite/, clean notebooks, regenerate README.md
 export:
