@@ -23,7 +23,7 @@ QUANTS = {"nf4": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_com
           "int8": dict(load_in_8bit=True)}
 FOUR_BIT = [q for q in QUANTS if q != "int8"]
 READS_W_AT_INIT = {"pissa", "dora", "delora"} | {v for v in SMALL if v.startswith("antipasto")}
-IDENTITY_ATOL = dict(dora=1e-5, hra=1e-5, antipasto_rot=1e-5)   # adapter math rounds at init; the others are exact
+IDENTITY_ATOL = dict(dora=2e-6, hra=2e-6)   # adapter math rounds at init (measured <= 5.1e-7); the others are exact
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -169,7 +169,11 @@ def dequantized(qm):
     return ref.train()
 
 
-PARITY = {"4bit": (2e-5, 2e-5), "int8": (2e-2, 0.1)}   # (max|Δ logits| base-model kernel floor, relative err of the adapter's effect)
+# Measured (bnb 0.50.2, CPU, train mode): bnb's CPU kernels dequantize and run an fp32 matmul, so 4-bit matches the
+# dequantized fp32 model exactly (0.0) and 8-bit (MatMul8bitFp in training) to ~5e-7. In eval mode 8-bit runs
+# int8 activations (MatMul8bitLt): logits move by ~1e-2 for the base model and the adapted one alike, which swamps
+# a small adapter's effect, so there only the max|Δ| bound applies.
+TOL = {"4bit": dict(train=(1e-5, 1e-4), eval=(1e-5, 1e-4)), "int8": dict(train=(1e-5, 1e-3), eval=(5e-2, None))}
 
 
 @pytest.mark.parametrize("quant", QUANTS)
@@ -177,25 +181,37 @@ PARITY = {"4bit": (2e-5, 2e-5), "int8": (2e-2, 0.1)}   # (max|Δ logits| base-mo
 def test_matches_dequantized_fp32(qdir, ids, name, quant, tmp_path):
     m = load_q(qdir, quant).train()
     ref = dequantized(m)
-    yq0, yr0 = logits(m, ids), logits(ref, ids)
     attach(m, name)
     perturb_adapter(m, std=0.05); keep_ablation_on(m)
     ll.save(m, tmp_path / "a.safetensors")
     ll.load(ref, tmp_path / "a.safetensors")             # the same adapter tensors (incl. SVD/CorDA buffers)
-    yq, yr = logits(m, ids), logits(ref, ids)
-    floor, rel = PARITY["int8" if quant == "int8" else "4bit"]
-    base_err, err = (yq0 - yr0).abs().max().item(), (yq - yr).abs().max().item()
-    effect_q, effect_r = yq - yq0, yr - yr0
-    eff_err = ((effect_q - effect_r).norm() / effect_r.norm()).item()
-    assert effect_r.abs().max() > 1e-3
-    assert err <= max(floor, 3 * base_err), f"{name}/{quant}: max|Δ| {err:.2e} (base kernels alone: {base_err:.2e})"
-    assert eff_err <= rel, f"{name}/{quant}: adapter effect differs by {eff_err:.2e} (relative)"
+    for mode in ("train", "eval"):
+        for x in (m, ref): x.train(mode == "train")
+        yq, yr = logits(m, ids), logits(ref, ids)
+        with _no_adapter(m), _no_adapter(ref):
+            yq0, yr0 = logits(m, ids), logits(ref, ids)
+        floor, rel = TOL["int8" if quant == "int8" else "4bit"][mode]
+        base_err, err = (yq0 - yr0).abs().max().item(), (yq - yr).abs().max().item()
+        eff_err = (((yq - yq0) - (yr - yr0)).norm() / (yr - yr0).norm()).item()
+        assert (yr - yr0).abs().max() > 1e-3
+        assert err <= max(floor, 2 * base_err), f"{name}/{quant}/{mode}: max|Δ| {err:.2e} (base kernels alone: {base_err:.2e})"
+        assert rel is None or eff_err <= rel, f"{name}/{quant}/{mode}: the adapter's effect differs by {eff_err:.2e} (relative)"
+    assert not packed(m)
     # gradients agree with the fp32 model's too
-    for x in (m, ref): x(ids, labels=ids).loss.backward()
+    for x in (m, ref): x.train(); x(ids, labels=ids).loss.backward()
     gq, gr = adapter_params(m), adapter_params(ref)
     for n in gr:
         cos = torch.nn.functional.cosine_similarity(gq[n].grad.flatten(), gr[n].grad.flatten(), dim=0).item()
-        assert cos > (0.9 if quant == "int8" else 0.999), f"{name}/{quant}: gradient of {n} cos={cos:.4f} vs fp32"
+        assert cos > 0.9999, f"{name}/{quant}: gradient of {n} cos={cos:.5f} vs fp32"
+
+
+class _no_adapter:
+    "Temporarily run the base model only: every adapter hook is bypassed (the adapter child stays in place)."
+    def __init__(self, m): self.layers = list(ll.adapter_layers(m).values())
+    def __enter__(self):
+        for l in self.layers: l._fwd, l.forward = l.forward, (lambda *a: a[-1] if len(a) == 2 else a[0])
+    def __exit__(self, *exc):
+        for l in self.layers: l.forward = l._fwd; del l._fwd
 
 
 # ---------------------------------------------------------------- the CPU repacking trap, and 8-bit after a forward
@@ -251,10 +267,12 @@ def live_tensor_bytes() -> int:
     "Bytes of all distinct CPU tensor storages the Python process holds (via gc)."
     gc.collect()
     ts = []
-    for o in gc.get_objects():
-        try:
-            if torch.is_tensor(o) and o.device.type == "cpu" and not o.is_meta: ts.append(o)
-        except Exception: pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                     # some module objects warn when isinstance-probed
+        for o in gc.get_objects():
+            try:
+                if torch.is_tensor(o) and o.device.type == "cpu" and not o.is_meta: ts.append(o)
+            except Exception: pass
     return sum(_storages(ts).values())
 
 
@@ -276,5 +294,5 @@ def test_no_dense_copy_kept(qdir, ids, name, quant):
     adapter = sum(_storages([t for l in ll.adapter_layers(m).values() for t in l.state_dict().values()]).values())
     smallest_dense = min(x.in_features * x.out_features * 4 for x in bnb_layers(m).values())
     assert model1 - model0 == adapter, (name, quant, model1 - model0, adapter)
-    extra = live1 - live0 - adapter
-    assert abs(extra) < smallest_dense // 8, f"{name}/{quant}: {extra} live bytes beyond the adapter's {adapter}"
+    extra = live1 - live0 - adapter                        # measured: exactly 0 for every variant and precision
+    assert abs(extra) <= 1024 < smallest_dense, f"{name}/{quant}: {extra} live bytes beyond the adapter's {adapter}"
