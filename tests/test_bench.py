@@ -251,3 +251,27 @@ def test_ddp_two_processes_match_one(tmp_path):
     _, t1 = ll.read_adapter(f1.parent / "adapter.safetensors")
     assert td.keys() == t1.keys() and max((td[k] - t1[k]).abs().max().item() for k in td) <= 1e-5
     assert max(abs(a - b) for a, b in zip(rd["losses"], r1["losses"])) <= 1e-5
+
+
+def test_batched_left_padded_generation_matches_one_by_one():
+    "Prompts of different lengths, left-padded in one batch, generate exactly what they generate alone."
+    tok, model = B.CharTokenizer(), B.tiny_model()
+    ll.attach(model, ll.LoRAConfig(r=8, alpha=16))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad: p.add_(0.3 * torch.randn(p.shape, generator=g))
+    rows = B.read_jsonl(B.synth_path("test"))[:6]
+    assert len({len(r["question"]) for r in rows}) > 1
+    a = B.evaluate(model, tok, rows, batch_size=6, max_new_tokens=16, progress=False, n_samples=6)
+    b = B.evaluate(model, tok, rows, batch_size=1, max_new_tokens=16, progress=False, n_samples=6)
+    assert [s["generation"] for s in a["samples"]] == [s["generation"] for s in b["samples"]]
+    assert a["n_eval"] == 6 and [s["gold"] for s in a["samples"]] == [B.extract_answer(r["answer"]) for r in rows]
+
+
+def test_variant_all_continues_past_a_failing_variant(tmp_path, capsys):
+    "--variant a,b: a variant that can't attach is reported and the others still run (exit code 1)."
+    code = B.main(["--variant", "hra,lora", "--r", "3", "--out", str(tmp_path), "--steps", "1", "--max-eval-samples", "1",
+                   "--max-new-tokens", "2", "--no-progress"])          # HRA needs an even r
+    assert code == 1 and "hra failed" in capsys.readouterr().err
+    assert [p.parent.name.split("__")[0] for p in tmp_path.rglob("result.json")] == ["lora"]
