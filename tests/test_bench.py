@@ -158,7 +158,7 @@ def test_variant_defaults_table():
     assert B.variant_defaults("lora") == {"lr": 1e-4, "r": 32, "alpha": 64.0}
     assert B.variant_defaults("delora")["lr"] == 1e-3 and B.variant_defaults("ia3_ff")["lr"] == 5e-3
     assert B.variant_defaults("antipasto_rot") == {"lr": 5e-3, "r": 256, "alpha": 64.0}
-    assert B.variant_defaults("pissa", r=16)["alpha"] == 16.0
+    assert B.variant_defaults("pissa")["alpha"] == 64.0            # DESIGN §5: r=32, alpha=64 for the LoRA family
     assert B.variant_defaults("some_future_variant") == {"lr": 1e-4, "r": 32, "alpha": 64.0}
     assert B.variant_defaults("antipasto", "smoke")["r"] == 64 and B.variant_defaults("lora", "smoke")["r"] == 8
 
