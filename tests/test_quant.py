@@ -296,3 +296,38 @@ def test_no_dense_copy_kept(qdir, ids, name, quant):
     assert model1 - model0 == adapter, (name, quant, model1 - model0, adapter)
     extra = live1 - live0 - adapter                        # measured: exactly 0 for every variant and precision
     assert abs(extra) <= 1024 < smallest_dense, f"{name}/{quant}: {extra} live bytes beyond the adapter's {adapter}"
+
+
+# ---------------------------------------------------------------- bf16 compute dtype: bitsandbytes writes the bias itself
+def load_bf16_compute(d):
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return AutoModelForCausalLM.from_pretrained(d, quantization_config=q, device_map="cpu").train()
+
+
+def test_bnb_casts_bias_itself(qdir, ids):
+    "Reported, not ours: Linear4bit.forward does `bias.data = bias.data.to(compute dtype)` on a plain model."
+    m = load_bf16_compute(qdir)
+    b = m.model.layers[0].self_attn.q_proj.bias
+    assert b.dtype == torch.float32
+    logits(m, ids)                                          # no lora_lite anywhere
+    assert b.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_bf16_compute(qdir, ids, name):
+    "nf4 with bf16 compute: identity (to fp32 rounding of the adapter math), gradients after eval, exact detach."
+    m = load_bf16_compute(qdir)
+    y0 = logits(m, ids)                                     # bnb's own bias cast happens here, before the snapshot
+    snap = base_state(m)
+    attach(m, name, **(dict(alpha0=0.0) if name == "antipasto_ablate" else {}))
+    # exact where the adapter adds an exact 0; DoRA/HRA's fp32 rounding can flip a bf16 rounding in the next kernel
+    assert (logits(m, ids) - y0).abs().max() <= (1e-4 if name in IDENTITY_ATOL else 0.0)
+    perturb_adapter(m, std=0.05); keep_ablation_on(m)
+    m.eval(); logits(m, ids); m.train()
+    m(ids, labels=ids).loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in adapter_params(m).values())
+    ll.detach(m)
+    assert torch.equal(logits(m, ids), y0)
+    assert_base_equal(m, snap)
