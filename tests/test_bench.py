@@ -275,3 +275,18 @@ def test_variant_all_continues_past_a_failing_variant(tmp_path, capsys):
                    "--max-new-tokens", "2", "--no-progress"])          # HRA needs an even r
     assert code == 1 and "hra failed" in capsys.readouterr().err
     assert [p.parent.name.split("__")[0] for p in tmp_path.rglob("result.json")] == ["lora"]
+
+
+# ---------- qwen-probe (the probe preset): a real model's block 0, a few steps, save, reload, compare
+def test_probe_on_local_model(paper_files, tmp_path, capsys):
+    model_dir = _hf_char_model(tmp_path / "model")
+    code = B.main(["--preset", "probe", "--model", str(model_dir), "--train-data", str(paper_files / "metamathqa.jsonl"),
+                   "--out", str(tmp_path / "out"), "--no-progress", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0 and "OK" in out and "2 modules" in out, out        # block 0's q_proj and v_proj only
+    assert list((tmp_path / "out").rglob("adapter.safetensors"))
+
+
+def test_probe_offline_fails_fast(tmp_path):
+    p = cli("--preset", "probe", "--out", tmp_path, env={**ENV, "HF_HOME": str(tmp_path / "hf")})
+    assert p.returncode == 2 and "couldn't fetch the model 'Qwen/Qwen3-0.6B-Base'" in p.stderr and "--model PATH" in p.stderr, p.stderr[-2000:]
