@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# tiny test models run fastest on one thread; two notebook workers x 2 threads oversubscribe a 2-core machine
+export OMP_NUM_THREADS ?= 1
 PY ?= python
 
 .PHONY: test check sync export nbtest pytest docs smoke wheel bnb-smoke qwen-probe

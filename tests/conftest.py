@@ -5,6 +5,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import copy
 import pytest, torch
 import lora_lite as ll
+
+torch.set_num_threads(1)   # tiny models: one thread is fastest, and two threads on a loaded 2-core box are far slower
 from lora_lite.checks import tiny_qwen3, toy_model
 
 
