@@ -37,3 +37,16 @@ def test_every_variant_has_a_notebook_and_config():
         assert name in nbs, f"variant {name} has no notebook nbs/NN_{name}.ipynb"
         assert issubclass(V.config_cls, ll.AdapterConfig) and V.config_cls.variant == name
         assert type(ll.get_config(name)) is V.config_cls
+
+
+def test_variant_notebooks_have_math_code_and_checks():
+    import json
+    for name, V in ll.VARIANTS.items():
+        nb = next((ROOT / "nbs").glob(f"[0-9]*_{name}.ipynb"))
+        cells = json.loads(nb.read_text())["cells"]
+        src = lambda kind: ["".join(c["source"]) for c in cells if c["cell_type"] == kind]
+        assert any("$$" in s for s in src("markdown")), f"{nb.name}: no display math"
+        assert any(s.startswith("#| export") for s in src("code")), f"{nb.name}: no exported code"
+        assert any("check_variant(" in s for s in src("code")), f"{nb.name}: does not run the standard checks"
+        assert all(c.get("outputs") is not None for c in cells if c["cell_type"] == "code")
+        assert any(c.get("outputs") for c in cells if c["cell_type"] == "code"), f"{nb.name}: committed without outputs"
