@@ -1,0 +1,414 @@
+"""lora_lite vs PEFT, side by side in one process: training-step time, peak memory, SVD-init time, graph breaks.
+
+    python benchmarks/speed.py                 # the documented CPU run (~6-8 min on a 2-core CPU), writes results/speed_cpu.json
+    python benchmarks/speed.py --quick         # a fast smoke run (~1 min), smaller model, fewer repeats
+    python benchmarks/speed.py --device cuda   # on a GPU (writes results/speed_cuda.json)
+
+Method
+- Step model: a random Qwen3 built from a config (default hidden 512, 8 blocks, 8 heads × 64, 4 KV heads,
+  MLP 1536, vocab 4096, batch 2 × seq 256, fp32). Every configuration gets its own copy of the same weights.
+  (Batch 2, not 4, so that the 19 configurations × 10 steps, the memory subprocesses and the init timing fit in
+  10 minutes on one thread; the ratios hardly depend on the batch, the FLOP prediction not at all.)
+- Threads and clock: on CPU we default to `torch.set_num_threads(1)` and time each step by the process' CPU time
+  (`time.process_time`). The development machine has 2 cores shared with other jobs; with 2 threads a step
+  slowed down up to 20× whenever another process took a core (the threads wait for each other), while one
+  thread's CPU time only counts work this process did. `--threads 2 --clock wall` measures the other way.
+  On GPU the clock is wall time with `torch.cuda.synchronize()`.
+- A "step" = forward + LM loss + backward + AdamW step (+ zero_grad). The input embeddings are a leaf that
+  requires grad in every configuration, so the frozen base ("base") has a full backward to its input; the
+  adapters add their own compute plus the weight gradients and the optimizer step of their parameters.
+- Timing is interleaved: each round runs one step of every configuration (order rotated each round), after
+  warm-up steps; we report the median over rounds (>= 9). A step-time ratio A ÷ B is the median over rounds of
+  (A's step ÷ B's step in that round): paired, so a slow drift of the machine's speed cancels.
+- Peak memory: one subprocess per configuration (same sizes, 2 steps; glibc's mmap threshold fixed so freed
+  memory goes back to the OS at once and repeat runs agree within 1 MB): peak RSS (VmHWM) on CPU, and
+  `torch.cuda.max_memory_allocated` on GPU. We also report "step memory" = peak minus the memory held just
+  after the base model is built (activations, gradients, adapter tensors, optimizer state): the part an
+  adapter can change; the process' fixed cost (Python, torch, the weights) would only dilute the ratios.
+- Prediction of the hook overhead: matmul/attention FLOPs of one step counted by torch's FlopCounterMode
+  (batch 1; the ratio does not depend on the batch), adapter ÷ base.
+- Init: attach time of the SVD-based variants on Qwen3-0.6B-sized layers (q_proj 1024->2048, v_proj 1024->1024,
+  `--init-blocks` blocks), lora_lite vs PEFT with the same SVD method (full `torch.linalg.svd` / `svd_lowrank`
+  with niter=4), interleaved, median over `--init-repeats`.
+- Graph breaks: `torch._dynamo.explain` on a 2-block copy of the step model (dynamo only, no compilation).
+- The hook path alone: one q_proj-sized layer with LoRA, forward + backward on the same tokens, lora_lite's hook
+  vs PEFT's wrapper module, 40 paired rounds: a precise check of the per-layer cost that the whole-model step
+  (±2-3 % round-to-round noise on a shared CPU) can't resolve.
+"""
+from __future__ import annotations
+import argparse, copy, gc, json, os, platform, statistics, subprocess, sys, time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+import warnings
+warnings.filterwarnings("ignore")
+import torch
+
+R, ALPHA, AP_R = 32, 64, 256          # the benchmark's LoRA-family rank/alpha (q_proj, v_proj); AntiPaSTO rank
+QV = ["q_proj", "v_proj"]
+
+# name -> (lora_lite variant + fields | None, PEFT config factory | None)
+def _configs(ap_r):
+    import lora_lite as ll, peft
+    return {
+        "base":             (None, None),
+        "lora":             (lambda: ll.LoRAConfig(r=R, alpha=ALPHA), lambda: peft.LoraConfig(r=R, lora_alpha=ALPHA, target_modules=QV)),
+        "dora":             (lambda: ll.DoRAConfig(r=R, alpha=ALPHA), lambda: peft.LoraConfig(r=R, lora_alpha=ALPHA, target_modules=QV, use_dora=True)),
+        "pissa":            (lambda: ll.PiSSAConfig(r=R, alpha=ALPHA, niter=4),
+                             lambda: peft.LoraConfig(r=R, lora_alpha=ALPHA, target_modules=QV, init_lora_weights="pissa_niter_4")),
+        "delora":           (lambda: ll.DeLoRAConfig(r=R), lambda: peft.DeloraConfig(r=R, delora_lambda=15, target_modules=QV)),
+        "ia3":              (lambda: ll.IA3Config(), lambda: peft.IA3Config(target_modules=["k_proj", "v_proj"], feedforward_modules=[])),
+        "ia3_ff":           (lambda: ll.IA3FFConfig(), lambda: peft.IA3Config(target_modules=["down_proj"], feedforward_modules=["down_proj"])),
+        "hra":              (lambda: ll.HRAConfig(r=R), lambda: peft.HRAConfig(r=R, target_modules=QV)),
+        "antipasto":        (lambda: ll.AntiPaSTOConfig(r=ap_r), None),
+        "antipasto_rot":    (lambda: ll.AntiPaSTORotConfig(r=ap_r), None),
+        "antipasto_ablate": (lambda: ll.AntiPaSTOAblateConfig(r=ap_r), None),
+        "antipasto_arrow":  (lambda: ll.AntiPaSTOArrowConfig(r=ap_r), None),
+    }
+SHARED = ["lora", "dora", "pissa", "delora", "ia3", "ia3_ff", "hra"]   # variants PEFT also has
+
+def run_keys(args):
+    "Configuration keys of the step benchmark: 'base', 'll:<variant>', 'peft:<variant>'."
+    keys = ["base"]
+    for v in _configs(AP_R):
+        if v == "base" or (args.only and v not in args.only): continue
+        keys.append(f"ll:{v}")
+        if v in SHARED: keys.append(f"peft:{v}")
+    return keys
+
+# ------------------------------------------------------------------ models
+def qwen3(hidden, layers, vocab, seq, inter=None, heads=None, kv=None, head_dim=64, seed=0):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+    torch.manual_seed(seed)
+    heads = heads or hidden // head_dim
+    cfg = Qwen3Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter or 3 * hidden, num_hidden_layers=layers,
+                      num_attention_heads=heads, num_key_value_heads=kv or max(1, heads // 2), head_dim=head_dim,
+                      max_position_embeddings=max(seq, 128), tie_word_embeddings=False, attention_dropout=0.0)
+    cfg._attn_implementation = "sdpa"
+    return Qwen3ForCausalLM(cfg)
+
+def step_model(args, layers=None):
+    return qwen3(args.hidden, layers or args.layers, args.vocab, args.seq).to(args.device)
+
+def ap_rank(args):
+    "AntiPaSTO's r=256, clipped to the smallest adapted layer (q_proj hidden->hidden, v_proj hidden->hidden/2)."
+    return min(AP_R, args.hidden // 2)
+
+def adapt(model, key, args):
+    "Attach configuration `key` to `model`; returns (model to call, trainable params)."
+    if key == "base": return model.requires_grad_(False), []   # frozen base: gradients flow to the input only
+    lib, v = key.split(":")
+    ll_cfg, peft_cfg = _configs(ap_rank(args))[v]
+    if lib == "ll":
+        import lora_lite as ll
+        ll.attach(model, ll_cfg())
+    else:
+        import peft
+        model = peft.get_peft_model(model, peft_cfg())
+    return model, [p for p in model.parameters() if p.requires_grad]
+
+class Runner:
+    "One configuration: its model copy, optimizer and fixed batch; `step()` does fwd + bwd + AdamW step."
+    def __init__(self, key, base, args, batch=None, copy_base=True):
+        self.key, self.dev = key, args.device
+        self.model, params = adapt(copy.deepcopy(base) if copy_base else base, key, args)
+        self.model.train()
+        self.opt = torch.optim.AdamW(params, lr=1e-4) if params else None
+        g = torch.Generator().manual_seed(1)
+        ids = torch.randint(0, args.vocab, (batch or args.batch, args.seq), generator=g).to(self.dev)
+        self.ids, self.emb = ids, base.get_input_embeddings()(ids).detach()
+
+    def step(self):
+        x = self.emb.clone().requires_grad_()
+        loss = self.model(inputs_embeds=x, labels=self.ids).loss
+        loss.backward()
+        if self.opt is not None: self.opt.step(); self.opt.zero_grad(set_to_none=True)
+        return loss
+
+def sync(dev):
+    if dev.startswith("cuda"): torch.cuda.synchronize()
+
+def clock(args): return time.process_time if args.clock == "cpu" else time.perf_counter
+
+# ------------------------------------------------------------------ step time
+def time_steps(args, keys):
+    base = step_model(args)
+    runners = {k: Runner(k, base, args) for k in keys}
+    for r in runners.values():
+        for _ in range(args.warmup): r.step()
+    sync(args.device)
+    times, now = {k: [] for k in keys}, clock(args)
+    for i in range(args.repeats):
+        order = keys[i % len(keys):] + keys[:i % len(keys)]   # rotate, so no config always runs first/after another
+        for k in order:
+            gc.collect(); sync(args.device)
+            t0 = now(); runners[k].step(); sync(args.device)
+            times[k].append(now() - t0)
+        print(f"  round {i + 1}/{args.repeats}: " + " ".join(f"{k}={times[k][-1]*1e3:.0f}" for k in keys), flush=True)
+    return times
+
+def count_flops(args, keys):
+    "Matmul + attention FLOPs of one step (batch 1) per configuration."
+    from torch.utils.flop_counter import FlopCounterMode
+    base, out = step_model(args), {}
+    for k in keys:
+        r = Runner(k, base, args, batch=1)
+        with FlopCounterMode(display=False) as fc: r.step()
+        out[k] = fc.get_total_flops()
+        del r
+    return out
+
+# ------------------------------------------------------------------ the hook path alone
+def layer_overhead(args, rounds=40, calls=5):
+    "One q_proj-sized LoRA layer, fwd + bwd on batch × seq tokens: lora_lite's hook vs PEFT's wrapper, paired rounds."
+    import lora_lite as ll, peft
+    from torch import nn
+    class One(nn.Module):
+        def __init__(self): super().__init__(); self.q_proj = nn.Linear(args.hidden, args.hidden, bias=False)
+        def forward(self, x): return self.q_proj(x)
+    torch.manual_seed(0)
+    a = One().to(args.device); b = copy.deepcopy(a)
+    ll.attach(a, ll.LoRAConfig(r=R, alpha=ALPHA, target_names=("q_proj",)))
+    b = peft.get_peft_model(b, peft.LoraConfig(r=R, lora_alpha=ALPHA, target_modules=["q_proj"]))
+    x = torch.randn(args.batch, args.seq, args.hidden, device=args.device)
+    def run(m):
+        for _ in range(calls):
+            xx = x.clone().requires_grad_(); m(xx).square().mean().backward()
+    for m in (a, b): run(m)
+    t, now = {"ll": [], "peft": []}, clock(args)
+    for _ in range(rounds):
+        for k, m in (("ll", a), ("peft", b)):
+            sync(args.device); t0 = now(); run(m); sync(args.device); t[k].append((now() - t0) / calls * 1e3)
+    return {"ll_ms": med(t["ll"]), "peft_ms": med(t["peft"]), "ll_over_peft": paired(t["ll"], t["peft"]),
+            "min_ratio": min(t["ll"]) / min(t["peft"]), "rounds": rounds}
+
+# ------------------------------------------------------------------ peak memory (one subprocess per configuration)
+def _rss_mb():
+    with open("/proc/self/statm") as f: return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+def _hwm_mb():
+    "Peak RSS of this process (VmHWM). Not ru_maxrss: after fork+exec that still counts the parent's peak."
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+
+def mem_worker(args):
+    torch.set_num_threads(args.threads)
+    base = step_model(args)
+    gc.collect()
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize(); before = torch.cuda.memory_allocated() / 2**20
+        torch.cuda.reset_peak_memory_stats()
+    else: before = _rss_mb()
+    r = Runner(args.mem_worker, base, args, copy_base=False)   # adapt the built model itself: no second copy
+    for _ in range(2): r.step()
+    sync(args.device)
+    if args.device.startswith("cuda"): peak = torch.cuda.max_memory_allocated() / 2**20
+    else: peak = _hwm_mb()
+    print(json.dumps({"peak_mb": peak, "step_mb": peak - before}))
+
+# glibc otherwise raises its mmap threshold as the process runs and keeps freed blocks mapped: the peak RSS of two
+# identical runs then differed by up to 25 MB. A fixed threshold returns every freed block >= 64 KiB to the OS at once,
+# so the peak RSS tracks the peak of live tensors (repeat runs agree within 1 MB).
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+
+def measure_memory(args, keys):
+    "Peak memory of each configuration in its own process; `--mem-jobs` processes at a time (memory, not speed)."
+    from concurrent.futures import ThreadPoolExecutor
+    def one(k):
+        cmd = [sys.executable, __file__, "--mem-worker", k] + _size_flags(args)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, **MALLOC_ENV})
+        if res.returncode: raise RuntimeError(f"memory worker {k} failed:\n{res.stderr[-3000:]}")
+        return json.loads(res.stdout.strip().splitlines()[-1])
+    with ThreadPoolExecutor(args.mem_jobs if args.device == "cpu" else 1) as ex: res = list(ex.map(one, keys))
+    out = dict(zip(keys, res))
+    for k, v in out.items(): print(f"  {k}: peak {v['peak_mb']:.0f} MB, step {v['step_mb']:.0f} MB", flush=True)
+    return out
+
+def _size_flags(args):
+    return ["--hidden", str(args.hidden), "--layers", str(args.layers), "--seq", str(args.seq), "--batch", str(args.batch),
+            "--vocab", str(args.vocab), "--device", args.device, "--threads", str(args.threads)]
+
+# ------------------------------------------------------------------ init / attach time of SVD-based variants
+def time_init(args):
+    import lora_lite as ll, peft
+    # Qwen3-0.6B widths: hidden 1024, 16 heads × 128 (q_proj 1024->2048), 8 KV heads (k/v_proj 1024->1024)
+    base = qwen3(1024, args.init_blocks, 1024, 128, inter=1024, heads=16, kv=8, head_dim=128).to(args.device)
+    g = torch.Generator().manual_seed(2)
+    calib = [torch.randint(0, 1024, (2, 128), generator=g).to(args.device) for _ in range(2)]
+    cases = {
+        "ll:lora":          lambda m: ll.attach(m, ll.LoRAConfig(r=R, alpha=ALPHA)),
+        "peft:lora":        lambda m: peft.get_peft_model(m, peft.LoraConfig(r=R, lora_alpha=ALPHA, target_modules=QV)),
+        "ll:pissa":         lambda m: ll.attach(m, ll.PiSSAConfig(r=R, alpha=ALPHA)),
+        "peft:pissa":       lambda m: peft.get_peft_model(m, peft.LoraConfig(r=R, lora_alpha=ALPHA, target_modules=QV, init_lora_weights="pissa")),
+        "ll:pissa_niter4":  lambda m: ll.attach(m, ll.PiSSAConfig(r=R, alpha=ALPHA, niter=4)),
+        "peft:pissa_niter4": lambda m: peft.get_peft_model(m, peft.LoraConfig(r=R, lora_alpha=ALPHA, target_modules=QV, init_lora_weights="pissa_niter_4")),
+        "ll:antipasto":     lambda m: ll.attach(m, ll.AntiPaSTOConfig(r=AP_R)),
+        "ll:antipasto_corda": lambda m: ll.attach(m, ll.AntiPaSTOCorDAConfig(r=AP_R), calibration_data=calib),
+    }
+    times, now = {k: [] for k in cases}, clock(args)
+    for i in range(args.init_repeats):
+        for k, f in cases.items():
+            m = copy.deepcopy(base); gc.collect(); sync(args.device)
+            t0 = now(); f(m); sync(args.device)
+            times[k].append(now() - t0)
+            del m
+        print(f"  init round {i + 1}/{args.init_repeats}: " + " ".join(f"{k}={v[-1]:.2f}s" for k, v in times.items()), flush=True)
+    return times
+
+# ------------------------------------------------------------------ graph breaks
+def graph_breaks(args, keys):
+    import torch._dynamo as dynamo
+    base, out = step_model(args, layers=2), {}
+    for k in keys:
+        r = Runner(k, base, args, batch=1)
+        dynamo.reset()
+        try:
+            ex = dynamo.explain(r.model)(inputs_embeds=r.emb, labels=r.ids)
+            out[k] = {"graph_breaks": ex.graph_break_count, "graphs": ex.graph_count,
+                      "reasons": sorted({str(b.reason).splitlines()[0][:160] for b in ex.break_reasons})}
+        except Exception as e:   # report, don't fail the benchmark
+            out[k] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+        print(f"  {k}: {out[k]}", flush=True)
+    dynamo.reset()
+    return out
+
+# ------------------------------------------------------------------ report
+def med(v): return statistics.median(v)
+
+def paired(ta, tb):
+    "Median over rounds of ta[i] / tb[i]: each round's two steps ran close in time, so slow drifts of the machine cancel."
+    return med([a / b for a, b in zip(ta, tb)]) if ta and tb else None
+
+def build_report(args, step_t, flops, mem, init_t, breaks, wall):
+    ms = {k: med(v) * 1e3 for k, v in step_t.items()}
+    mm = {k: v["step_mb"] for k, v in mem.items()} if mem else {}
+    pk = {k: v["peak_mb"] for k, v in mem.items()} if mem else {}
+    div = lambda a, b: (a / b) if (a is not None and b) else None
+    pr = lambda a, b: paired(step_t.get(a), step_t.get(b))
+    rows = []
+    for k in step_t:
+        if k == "base" or not k.startswith("ll:"): continue
+        v = k[3:]
+        p = f"peft:{v}"
+        rows.append({"variant": v,
+                     "ll_ms": ms[k], "peft_ms": ms.get(p),
+                     "ll_over_peft_step": pr(k, p),
+                     "ll_over_peft_stepmem": div(mm.get(k), mm.get(p)), "ll_over_peft_peak": div(pk.get(k), pk.get(p)),
+                     "over_lora_step": pr(k, "ll:lora"), "over_lora_stepmem": div(mm.get(k), mm.get("ll:lora")),
+                     "over_lora_peak": div(pk.get(k), pk.get("ll:lora")),
+                     "over_base_step": pr(k, "base"), "peft_over_base_step": pr(p, "base"),
+                     "over_base_flops_predicted": div(flops.get(k), flops.get("base")),
+                     "over_base_stepmem": div(mm.get(k), mm.get("base"))})
+    init = {k: med(v) for k, v in init_t.items()} if init_t else {}
+    init_ratios = {m: div(init.get(f"ll:{m}"), init.get(f"peft:{m}")) for m in ("lora", "pissa", "pissa_niter4")} if init else {}
+    goals = []
+    def goal(name, value, limit):
+        goals.append({"goal": name, "value": value, "limit": limit, "met": None if value is None else value <= limit})
+    byv = {r["variant"]: r for r in rows}
+    if "lora" in byv: goal("LoRA step: lora_lite ÷ PEFT", byv["lora"]["ll_over_peft_step"], 1.00)
+    for v in SHARED[1:]:
+        if v in byv: goal(f"{v} step: lora_lite ÷ PEFT", byv[v]["ll_over_peft_step"], 1.05)
+    if "dora" in byv:
+        goal("DoRA step ÷ lora_lite LoRA step", byv["dora"]["over_lora_step"], 1.15)
+        goal("DoRA peak memory ÷ LoRA's (step memory)", byv["dora"]["over_lora_stepmem"], 1.05)
+        goal("DoRA peak memory ÷ LoRA's (process peak)", byv["dora"]["over_lora_peak"], 1.05)
+    for m in ("pissa", "pissa_niter4"):
+        if init_ratios.get(m) is not None: goal(f"PiSSA init ({m}): lora_lite ÷ PEFT", init_ratios[m], 1.00)
+    return {"meta": {"device": args.device, "threads": torch.get_num_threads(), "clock": args.clock, "torch": torch.__version__,
+                     "peft": __import__("peft").__version__, "transformers": __import__("transformers").__version__,
+                     "cpu": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
+                     "sizes": {"hidden": args.hidden, "layers": args.layers, "seq": args.seq, "batch": args.batch,
+                               "vocab": args.vocab, "mlp": 3 * args.hidden, "heads": args.hidden // 64, "head_dim": 64},
+                     "adapter": {"r": R, "alpha": ALPHA, "targets": QV, "antipasto_r": ap_rank(args)},
+                     "repeats": args.repeats, "warmup": args.warmup, "init_repeats": args.init_repeats,
+                     "init_model": {"hidden": 1024, "q_proj": "1024->2048", "v_proj": "1024->1024", "blocks": args.init_blocks},
+                     "quick": args.quick, "wall_s": wall},
+            "step_ms": {k: {"median": ms[k], "all": [t * 1e3 for t in step_t[k]]} for k in step_t},
+            "flops": flops, "memory_mb": mem, "init_s": {k: {"median": init[k], "all": init_t[k]} for k in init},
+            "init_ratios": init_ratios, "rows": rows, "graph_breaks": breaks, "goals": goals}
+
+def add_layer_goal(rep):
+    "The LoRA goal once more on the hook path alone (one layer, 40 paired rounds), right after the whole-model one."
+    L = rep.get("layer")
+    if not L: return
+    g = {"goal": "LoRA hook path, one layer fwd+bwd: lora_lite ÷ PEFT", "value": L["ll_over_peft"], "limit": 1.00,
+         "met": L["ll_over_peft"] <= 1.00}
+    i = next((i for i, x in enumerate(rep["goals"]) if x["goal"].startswith("LoRA step")), -1)
+    rep["goals"].insert(i + 1, g)
+
+def fmt(x, d=2): return "   -" if x is None else f"{x:.{d}f}"
+
+def print_report(rep):
+    m = rep["meta"]
+    print(f"\n== lora_lite vs PEFT {m['peft']} on {m['device']} ({m['threads']} threads, {m['clock']} clock), Qwen3 {m['sizes']}, "
+          f"r={R} α={ALPHA} q/v, AntiPaSTO r={m['adapter']['antipasto_r']}; medians of {m['repeats']} interleaved rounds")
+    print(f"base step: {rep['step_ms']['base']['median']:.0f} ms")
+    hdr = f"{'variant':17s}{'ll ms':>8s}{'peft ms':>8s} | {'ll/peft':>7s}{'mem':>6s} | {'/LoRA':>6s}{'mem':>6s} | {'/base':>6s}{'pred':>6s}{'peft':>6s}"
+    print(hdr); print("-" * len(hdr))
+    for r in rep["rows"]:
+        print(f"{r['variant']:17s}{r['ll_ms']:8.0f}{fmt(r['peft_ms'], 0) if r['peft_ms'] is None else format(r['peft_ms'], '8.0f'):>8s} | "
+              f"{fmt(r['ll_over_peft_step']):>7s}{fmt(r['ll_over_peft_stepmem']):>6s} | {fmt(r['over_lora_step']):>6s}{fmt(r['over_lora_stepmem']):>6s} | "
+              f"{fmt(r['over_base_step']):>6s}{fmt(r['over_base_flops_predicted']):>6s}{fmt(r['peft_over_base_step']):>6s}")
+    print("columns: ll/peft = step-time ratio, mem = step-memory ratio (peak minus the built model); /LoRA = vs lora_lite LoRA;\n"
+          "         /base = vs the frozen base (fwd+bwd to the input), pred = FLOP-count prediction of /base, peft = PEFT's /base")
+    if rep.get("layer"):
+        L = rep["layer"]
+        print(f"\none q_proj-sized LoRA layer, fwd+bwd ({L['rounds']} paired rounds): lora_lite ÷ PEFT {L['ll_over_peft']:.3f} "
+              f"(ratio of minima {L['min_ratio']:.3f}); {L['ll_ms']:.2f} vs {L['peft_ms']:.2f} ms")
+    if rep["init_s"]:
+        print("\ninit/attach time (s), Qwen3-0.6B-sized q/v, " + f"{m['init_model']['blocks']} blocks:")
+        for k, v in rep["init_s"].items(): print(f"  {k:22s}{v['median']:7.3f}")
+        print("  ratios ll/peft: " + ", ".join(f"{k} {fmt(v)}" for k, v in rep["init_ratios"].items()))
+    if rep["graph_breaks"]:
+        print("\ngraph breaks (torch._dynamo.explain, 2-block model): " +
+              ", ".join(f"{k} {v.get('graph_breaks', v.get('error'))}" for k, v in rep["graph_breaks"].items()))
+    print("\ngoals:")
+    for g in rep["goals"]:
+        print(f"  [{'met' if g['met'] else 'NOT met' if g['met'] is False else '?'}] {g['goal']}: {fmt(g['value'], 3)} (≤ {g['limit']:.2f})")
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--hidden", type=int, default=512); p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--seq", type=int, default=256); p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--vocab", type=int, default=4096)
+    p.add_argument("--device", default="cpu"); p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (CPU)")
+    p.add_argument("--clock", choices=["cpu", "wall"], default=None, help="step timer (default: cpu on CPU, wall on GPU)")
+    p.add_argument("--mem-jobs", type=int, default=2, help="memory subprocesses run at once (CPU)")
+    p.add_argument("--repeats", type=int, default=9); p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--init-repeats", type=int, default=5); p.add_argument("--init-blocks", type=int, default=2)
+    p.add_argument("--only", nargs="*", help="variants to time (default all)")
+    p.add_argument("--skip", nargs="*", default=[], choices=["memory", "init", "breaks", "flops"])
+    p.add_argument("--quick", action="store_true", help="hidden 256, 4 blocks, seq 128, 5 rounds: a ~1 min smoke run")
+    p.add_argument("--out", default=None); p.add_argument("--mem-worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.clock = args.clock or ("cpu" if args.device == "cpu" else "wall")
+    if args.quick:
+        args.hidden, args.layers, args.seq, args.repeats, args.warmup, args.init_repeats, args.init_blocks = 256, 4, 128, 5, 1, 3, 1
+    if args.device == "cpu": torch.set_num_threads(args.threads)
+    if args.mem_worker: return mem_worker(args)
+    t0 = time.perf_counter()
+    keys = run_keys(args)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; configs: {keys}", flush=True)
+    print("step time (ms per round):", flush=True)
+    step_t = time_steps(args, keys)
+    flops = {} if "flops" in args.skip else count_flops(args, keys)
+    layer = layer_overhead(args) if "ll:lora" in keys else {}
+    if layer: print(f"one LoRA layer fwd+bwd: lora_lite {layer['ll_ms']:.2f} ms, PEFT {layer['peft_ms']:.2f} ms", flush=True)
+    print("peak memory (subprocess per configuration):", flush=True)
+    mem = {} if "memory" in args.skip else measure_memory(args, keys)
+    print("init time:", flush=True)
+    init_t = {} if "init" in args.skip else time_init(args)
+    print("graph breaks:", flush=True)
+    breaks = {} if "breaks" in args.skip else graph_breaks(args, [k for k in ("base", "ll:lora", "ll:dora", "ll:hra", "ll:ia3_ff", "peft:lora") if k in keys])
+    rep = build_report(args, step_t, flops, mem, init_t, breaks, time.perf_counter() - t0)
+    rep["layer"] = layer
+    add_layer_goal(rep)
+    print_report(rep)
+    out = Path(args.out or Path(__file__).parent / "results" / f"speed_{args.device.split(':')[0]}{'_quick' if args.quick else ''}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rep, indent=1))
+    print(f"\nwrote {out} (wall {rep['meta']['wall_s']:.0f} s)")
+
+if __name__ == "__main__":
+    main()
