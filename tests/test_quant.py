@@ -258,8 +258,8 @@ def test_eval_before_attach_8bit(qdir, ids, name):
 def _storages(tensors) -> dict:
     out = {}
     for t in tensors:
-        s = t.untyped_storage()
-        out[s.data_ptr()] = s.nbytes()
+        try: s = t.untyped_storage(); out[s.data_ptr()] = s.nbytes()
+        except RuntimeError: pass        # fake/functional tensors a torch.compile run left behind have no real storage
     return out
 
 
