@@ -107,3 +107,11 @@ def test_to_peft_requires_adapter_and_is_atomic(base, tmp_path):
         ll.to_peft(m, tmp_path)
     ll.attach(m, ll.LoRAConfig(r=4)); ll.to_peft(m, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    before = (tmp_path / "adapter_model.safetensors").read_bytes()
+    perturb_adapter(m)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        ll.to_peft(m, tmp_path)                                        # a non-empty folder is refused ...
+    assert (tmp_path / "adapter_model.safetensors").read_bytes() == before
+    ll.to_peft(m, tmp_path, overwrite=True)                            # ... unless asked
+    assert (tmp_path / "adapter_model.safetensors").read_bytes() != before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
