@@ -4,18 +4,19 @@
 
 # %% ../nbs/01_attach.ipynb #07311a9e
 from __future__ import annotations
-import json, os, re, tempfile, warnings
+import copy, dataclasses, json, math, re, warnings, weakref
 from pathlib import Path
 import torch
 from torch import nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 from .core import AdapterConfig, Variant, VARIANTS, variant_class, get_config, is_linear_like, linear_dims, _is_bnb
+from .helpers import atomic_write
 from .calibrate import capture
 
 # %% auto #0
 __all__ = ['ADAPTER', 'FORMAT_VERSION', 'block_index', 'find_targets', 'is_attached', 'adapter_layers', 'attach', 'detach',
-           'save', 'read_adapter', 'load']
+           'set_knob', 'adapter_config', 'save', 'read_adapter', 'load']
 
 # %% ../nbs/01_attach.ipynb #b8f19d7b
 ADAPTER = "ll_adapter"   # attribute name of the adapter child on each target module
@@ -25,26 +26,32 @@ def block_index(name:str):
     m = re.search(r"(?:^|\.)(\d+)(?:\.|$)", name)
     return int(m.group(1)) if m else None
 
+def _linear_names(model): return [n for n, m in model.named_modules() if n and ADAPTER not in n.split(".") and is_linear_like(m)]
+
 def find_targets(model:nn.Module, cfg:AdapterConfig) -> list:
     "Names of the linear-like modules of `model` that `cfg` selects."
-    names = []
-    for name, m in model.named_modules():
-        if not name or ADAPTER in name.split(".") or not is_linear_like(m): continue
-        if not any(re.search(p, name) for p in cfg.target_names): continue
-        if any(re.search(p, name) for p in cfg.exclude_names): continue
-        if cfg.layers is not None and block_index(name) not in cfg.layers: continue
-        names.append(name)
-    if not names:
-        seen = [n for n, m in model.named_modules() if n and is_linear_like(m)]
+    hit = [n for n in _linear_names(model) if any(re.search(p, n) for p in cfg.target_names)
+           and not any(re.search(p, n) for p in cfg.exclude_names)]
+    if cfg.layers is not None:
+        have = sorted({block_index(n) for n in hit} - {None})
+        if missing := [i for i in cfg.layers if i not in have]:
+            span = f"blocks {have[0]}..{have[-1]}" if have else "no numbered blocks"
+            raise ValueError(f"{type(cfg).__name__}: layers={list(cfg.layers)} asks for block(s) {missing} that have no matching "
+                             f"module; the matching modules are in {span}. Use indices in that range.")
+        hit = [n for n in hit if block_index(n) in cfg.layers]
+    if not hit:
+        seen = _linear_names(model)
         hint = ", ".join(seen[:8]) + (", ..." if len(seen) > 8 else "") if seen else "(none: no nn.Linear / Conv1D at all)"
         raise ValueError(f"{type(cfg).__name__}: no linear module matches target_names={list(cfg.target_names)} "
-                         f"(layers={cfg.layers}, exclude_names={list(cfg.exclude_names)}). "
+                         f"(exclude_names={list(cfg.exclude_names)}). "
                          f"Linear modules in this model include: {hint}. Set target_names to regexes matching some of them.")
-    return names
+    return hit
 
-# %% ../nbs/01_attach.ipynb #2b6e88e6
+# %% ../nbs/01_attach.ipynb #d4c20ecb
 def _out_hook(module, args, y): return module.ll_adapter(args[0], y)
 def _in_hook(module, args): return (module.ll_adapter(args[0]),) + tuple(args[1:])
+
+_ATTACHED = weakref.WeakSet()   # every model (root) that carries an adapter, to refuse nesting
 
 def is_attached(model:nn.Module) -> bool:
     "True when `model` carries a lora_lite adapter."
@@ -59,14 +66,29 @@ def adapter_layers(model:nn.Module) -> dict:
     st = _state(model, "adapter_layers")
     return {n: getattr(model.get_submodule(n), ADAPTER) for n in st["names"]}
 
+# %% ../nbs/01_attach.ipynb #3c55b2fa
+def _refuse_nesting(model, what):
+    "Raise if `model`, a submodule of it, or a model containing it already carries a lora_lite adapter."
+    if is_attached(model):
+        st = model._lora_lite
+        raise RuntimeError(f"{what}: model already has a lora_lite adapter ({st['cfg'].variant} on {len(st['names'])} modules); "
+                           "call ll.detach(model) first.")
+    inner = [n for n, m in model.named_modules() if n and (is_attached(m) or isinstance(m, Variant))]
+    outer = [type(root).__name__ for root in list(_ATTACHED) if root is not model and any(m is model for m in root.modules())]
+    if inner or outer:
+        where = f"its submodule {inner[0]!r}" if inner else f"a {outer[0]} that contains it"
+        raise RuntimeError(f"{what}: {where} already carries a lora_lite adapter; two adapters on nested models would hook the "
+                           "same layers. Detach that adapter first, or attach once to the whole model.")
+
+# %% ../nbs/01_attach.ipynb #0a70420e
 def _build(model, cfg, names, ranks=None) -> dict:
-    "Create (not install) one uninitialised adapter per target name."
+    "Create (not install) one uninitialised adapter per target name, with its rank and alpha from the patterns."
     V, ranks, layers = variant_class(cfg.variant), ranks or {}, {}
     for n in names:
         m = model.get_submodule(n)
         d_in, d_out = linear_dims(m)
         V.check_layer(cfg, d_in, d_out, n)
-        layers[n] = V(cfg, d_in, d_out, r=ranks.get(n), device=m.weight.device)
+        layers[n] = V(cfg, d_in, d_out, r=ranks.get(n, cfg.rank_for(n)), alpha=cfg.alpha_for(n), device=m.weight.device)
     return layers
 
 def _install(model, cfg, layers, bnb4):
@@ -80,35 +102,39 @@ def _install(model, cfg, layers, bnb4):
         if layer.hook == "input": m.register_forward_pre_hook(_in_hook)
         else: m.register_forward_hook(_out_hook)
     model._lora_lite = {"cfg": cfg, "names": list(layers), "requires_grad": flags, "bnb4": bnb4}
+    _ATTACHED.add(model)
 
+# %% ../nbs/01_attach.ipynb #e329573e
 def attach(model:nn.Module, cfg:AdapterConfig, calibration_data=None) -> list:
     "Attach the adapter described by `cfg` to `model` with forward hooks; returns the adapted module names."
-    if is_attached(model):
-        st = model._lora_lite
-        raise RuntimeError(f"model already has a lora_lite adapter ({st['cfg'].variant} on {len(st['names'])} modules); call ll.detach(model) first.")
     if not isinstance(cfg, AdapterConfig):
         raise TypeError(f"attach expects a lora_lite config such as ll.LoRAConfig(r=8), got {type(cfg).__name__}.")
-    V = variant_class(cfg.variant)
+    _refuse_nesting(model, "attach")
+    cfg, V = copy.deepcopy(cfg), variant_class(cfg.variant)
+    if torch.is_tensor(calibration_data):
+        raise TypeError(f"calibration_data must be an iterable of batches, got one tensor of shape {tuple(calibration_data.shape)}: "
+                        "wrap it in a list ([ids]) or split it into batches.")
     bnb4 = _bnb4_install(model)          # calibration runs the model: keep bitsandbytes from repacking meanwhile
     try:
-        layers = _build(model, cfg, find_targets(model, cfg))
-        if V.needs_calibration:
-            if calibration_data is None:
-                raise ValueError(f"variant {cfg.variant!r} is data-calibrated: pass calibration_data= (an iterable of batches, "
-                                 "dicts for model(**batch) or tensors) to ll.attach.")
-            capture(model, {n: model.get_submodule(n) for n in layers}, calibration_data, lambda n, x: layers[n].calibrate(x))
-            V.after_calibration(layers)
-        elif calibration_data is not None:
-            warnings.warn(f"variant {cfg.variant!r} does not use calibration_data; it is ignored.")
-        with torch.no_grad():
-            for n, layer in layers.items():
-                try: layer.init(model.get_submodule(n))
-                except (ValueError, RuntimeError) as e: raise type(e)(f"{cfg.variant} init of {n}: {e}") from e
+        with torch.inference_mode(False):
+            layers = _build(model, cfg, find_targets(model, cfg))
+            if V.needs_calibration:
+                if calibration_data is None:
+                    raise ValueError(f"variant {cfg.variant!r} is data-calibrated: pass calibration_data= (an iterable of batches, "
+                                     "dicts for model(**batch) or tensors) to ll.attach.")
+                capture(model, {n: model.get_submodule(n) for n in layers}, calibration_data, lambda n, x: layers[n].calibrate(x))
+                V.after_calibration(layers)
+            elif calibration_data is not None:
+                warnings.warn(f"variant {cfg.variant!r} does not use calibration_data; it is ignored.")
+            with torch.no_grad():
+                try: V.init_all(layers, {n: model.get_submodule(n) for n in layers})
+                except (ValueError, RuntimeError) as e: raise type(e)(f"{cfg.variant} init: {e}") from e
     except BaseException:
         _bnb4_uninstall(model, bnb4); raise
     _install(model, cfg, layers, bnb4)
     return list(layers)
 
+# %% ../nbs/01_attach.ipynb #6f601958
 def detach(model:nn.Module) -> nn.Module:
     "Remove the adapter: hooks, adapter children, and the base's original `requires_grad` flags."
     st = _state(model, "detach")
@@ -120,6 +146,7 @@ def detach(model:nn.Module) -> nn.Module:
     for n, p in model.named_parameters(): p.requires_grad_(st["requires_grad"].get(n, p.requires_grad))
     _bnb4_uninstall(model, st["bnb4"])
     del model._lora_lite
+    _ATTACHED.discard(model)
     return model
 
 # %% ../nbs/01_attach.ipynb #e3c758be
@@ -147,65 +174,102 @@ def _bnb4_uninstall(model, old:dict):
         m.support_avx512bf16_for_cpu = flag
         for k in [k for k, f in m._forward_pre_hooks.items() if f is _bnb4_guard]: del m._forward_pre_hooks[k]
 
-# %% ../nbs/01_attach.ipynb #08ea5c2f
+# %% ../nbs/01_attach.ipynb #c061020d
+def set_knob(model:nn.Module, **knobs) -> dict:
+    "Set runtime knobs (e.g. `coeff=0.5`) on every layer of the attached adapter; returns the old values."
+    layers = list(adapter_layers(model).values())
+    V = type(layers[0])
+    for k, v in knobs.items():
+        if k not in V.knobs:
+            raise ValueError(f"set_knob: {V.config_cls.variant!r} has no runtime knob {k!r}; its knobs: {list(V.knobs) or 'none'}.")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"set_knob: {k} must be a finite number, got {v!r}.")
+    old = {k: getattr(layers[0], k) for k in knobs}
+    for l in layers:
+        for k, v in knobs.items(): setattr(l, k, float(v))
+    return old
+
+def adapter_config(model:nn.Module) -> AdapterConfig:
+    "The attached adapter's config as it is now: current knob values and the adapter tensors' dtype."
+    st, layers = _state(model, "adapter_config"), list(adapter_layers(model).values())
+    ts = [t for l in layers for t in (*l.parameters(), *l.buffers()) if t.is_floating_point()]
+    now = {k: getattr(layers[0], k) for k in type(layers[0]).knobs}
+    return dataclasses.replace(st["cfg"], **now, **({"dtype": ts[0].dtype} if ts else {}))
+
+# %% ../nbs/01_attach.ipynb #dde9c7a2
 FORMAT_VERSION = 1
+
+def _version() -> str:
+    "The installed lora_lite version (package metadata; no import of the package face)."
+    from importlib.metadata import version, PackageNotFoundError
+    try: return version("lora_lite")
+    except PackageNotFoundError: return "unknown"
 
 def save(model:nn.Module, path) -> Path:
     "Write the attached adapter (tensors + config metadata) to one safetensors file, atomically."
-    from lora_lite import __version__
-    st, path = _state(model, "save"), Path(path)
-    layers = adapter_layers(model)
+    layers, cfg = adapter_layers(model), adapter_config(model)
+    names = _state(model, "save")["names"]
     tensors = {f"{n}.{k}": v.detach().contiguous() for n, l in layers.items() for k, v in l.state_dict().items()}
-    meta = {"format": "lora_lite", "format_version": str(FORMAT_VERSION), "lora_lite_version": __version__,
-            "variant": st["cfg"].variant, "config": json.dumps(st["cfg"].to_dict()), "targets": json.dumps(st["names"]),
-            "ranks": json.dumps({n: l.r for n, l in layers.items() if l.r != st["cfg"].r})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
-    return path
+    meta = {"format": "lora_lite", "format_version": str(FORMAT_VERSION), "lora_lite_version": _version(),
+            "variant": cfg.variant, "config": json.dumps(cfg.to_dict()), "targets": json.dumps(names),
+            "ranks": json.dumps({n: l.r for n, l in layers.items() if l.r != cfg.rank_for(n)})}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
+# %% ../nbs/01_attach.ipynb #fadcf2bb
 def read_adapter(path) -> tuple:
     "(metadata, {key: tensor}) of a lora_lite adapter file, with clear errors for anything else."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"no adapter file at {path}")
+    if not path.is_file(): raise FileNotFoundError(f"no adapter file at {path}" + (" (it is a folder)" if path.is_dir() else ""))
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta, tensors = f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
         raise ValueError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}); is it truncated or not an adapter?") from None
     if meta.get("format") != "lora_lite": raise ValueError(f"{path} is a safetensors file but not a lora_lite adapter (no lora_lite metadata).")
-    v = int(meta.get("format_version", "0"))
+    try: v = int(meta.get("format_version", "0"))
+    except ValueError: raise ValueError(f"{path}: format_version {meta['format_version']!r} is not a number; the file's metadata is damaged.") from None
     if v > FORMAT_VERSION:
         raise ValueError(f"{path} uses adapter format {v}, written by lora_lite {meta.get('lora_lite_version')}; this lora_lite "
                          f"reads format <= {FORMAT_VERSION}. Upgrade lora_lite to load it.")
     return meta, tensors
 
+def _plan(meta, path) -> tuple:
+    "(config, target names, {name: rank}) from an adapter file's metadata, or one ValueError saying what is damaged."
+    bad = lambda what: ValueError(f"{path}: its metadata is damaged ({what}); re-save the adapter with ll.save.")
+    for k in ("variant", "config", "targets"):
+        if k not in meta: raise bad(f"no {k!r} entry")
+    try: conf, names, ranks = json.loads(meta["config"]), json.loads(meta["targets"]), json.loads(meta.get("ranks", "{}"))
+    except json.JSONDecodeError as e: raise bad(f"invalid JSON: {e}") from None
+    if not isinstance(conf, dict): raise bad("'config' is not a JSON object")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise bad(f"'targets' must be a non-empty list of module names, got {names!r}")
+    if not isinstance(ranks, dict) or not all(isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in ranks.values()):
+        raise bad(f"'ranks' must map module names to positive integers, got {ranks!r}")
+    try: cfg = get_config(meta["variant"], **conf)
+    except (ValueError, TypeError) as e: raise ValueError(f"{path}: its config can't be rebuilt here: {e}") from None
+    return cfg, names, ranks
+
+# %% ../nbs/01_attach.ipynb #daee11e6
 def load(model:nn.Module, path) -> AdapterConfig:
     "Attach the adapter saved in `path` to `model` (no calibration data needed) and load its tensors; returns its config."
-    if is_attached(model): raise RuntimeError("model already has a lora_lite adapter; call ll.detach(model) before ll.load.")
+    _refuse_nesting(model, "load")
     meta, tensors = read_adapter(path)
-    try: cfg = get_config(meta["variant"], **json.loads(meta["config"]))
-    except (ValueError, TypeError) as e: raise ValueError(f"{path}: its config can't be rebuilt here: {e}") from None
-    names, ranks = json.loads(meta["targets"]), json.loads(meta.get("ranks", "{}"))
+    cfg, names, ranks = _plan(meta, path)
     if missing := [n for n in names if not isinstance(_get(model, n), nn.Module) or not is_linear_like(_get(model, n))]:
         raise ValueError(f"{path} adapts modules this model has no linear layer at: {missing[:5]}; was it saved from another model?")
-    layers = _build(model, cfg, names, ranks)
-    want = {f"{n}.{k}": v for n, l in layers.items() for k, v in l.state_dict().items()}
-    if set(want) != set(tensors):
-        extra, lack = sorted(set(tensors) - set(want)), sorted(set(want) - set(tensors))
-        raise ValueError(f"{path}: its tensors don't match a {cfg.variant!r} adapter on these modules: "
-                         f"missing {lack[:4]}{'...' if len(lack) > 4 else ''}, unexpected {extra[:4]}{'...' if len(extra) > 4 else ''}.")
-    for k, v in want.items():
-        if tensors[k].shape != v.shape:
-            raise ValueError(f"{path}: {k} has shape {tuple(tensors[k].shape)} but this model's layer needs {tuple(v.shape)}: "
-                             "the adapter was saved from a model with other layer widths.")
-    with torch.no_grad():
-        for k, v in want.items(): v.copy_(tensors[k].to(v.dtype))
+    with torch.inference_mode(False):
+        layers = _build(model, cfg, names, ranks)
+        want = {f"{n}.{k}": v for n, l in layers.items() for k, v in l.state_dict().items()}
+        if set(want) != set(tensors):
+            extra, lack = sorted(set(tensors) - set(want)), sorted(set(want) - set(tensors))
+            raise ValueError(f"{path}: its tensors don't match a {cfg.variant!r} adapter on these modules: "
+                             f"missing {lack[:4]}{'...' if len(lack) > 4 else ''}, unexpected {extra[:4]}{'...' if len(extra) > 4 else ''}.")
+        for k, v in want.items():
+            if tensors[k].shape != v.shape:
+                raise ValueError(f"{path}: {k} has shape {tuple(tensors[k].shape)} but this model's layer needs {tuple(v.shape)}: "
+                                 "the adapter was saved from a model with other layer widths.")
+        with torch.no_grad():
+            for k, v in want.items(): v.copy_(tensors[k].to(v.dtype))
     _install(model, cfg, layers, _bnb4_install(model))
     return cfg
 

@@ -4,17 +4,18 @@
 
 # %% ../nbs/03_checks.ipynb #c2f1e4e3
 from __future__ import annotations
-import copy, tempfile
+import copy, re, tempfile
 from pathlib import Path
 from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .core import AdapterConfig, dense_weight
+from .helpers import tiny_qwen3
+from .core import AdapterConfig, dense_weight, variant_class
 from .attach import attach, detach, save, load, adapter_layers, is_attached
 
 # %% auto #0
-__all__ = ['ToyBlock', 'ToyModel', 'toy_model', 'tiny_qwen3', 'check_variant']
+__all__ = ['QWEN3_0P6B', 'ToyBlock', 'ToyModel', 'toy_model', 'check_variant', 'qwen3_params']
 
 # %% ../nbs/03_checks.ipynb #fa97220d
 class ToyBlock(nn.Module):
@@ -46,15 +47,6 @@ def toy_model(d:int=32, n_layers:int=2, seed:int=0) -> ToyModel:
     "A seeded `ToyModel` with width `d` (even)."
     torch.manual_seed(seed)
     return ToyModel(d, n_layers)
-
-def tiny_qwen3(hidden:int=64, n_layers:int=2, vocab:int=128, seed:int=0, **kw):
-    "A tiny random `transformers` Qwen3ForCausalLM built from a config (offline; needs `transformers`)."
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-    torch.manual_seed(seed)
-    cfg = Qwen3Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=n_layers,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4, max_position_embeddings=256,
-                      tie_word_embeddings=False, **kw)
-    return Qwen3ForCausalLM(cfg).eval()
 
 # %% ../nbs/03_checks.ipynb #caa40267
 def _out(model, x):
@@ -104,12 +96,10 @@ def check_variant(cfg:AdapterConfig, model:Optional[nn.Module]=None, x:Optional[
     for n, layer in adapter_layers(model).items():
         m = model.get_submodule(n)
         xi = torch.randn(3, layer.d_in)
-        with torch.no_grad():
-            W = dense_weight(m) + layer.delta_weight(m).float()
-            ref, got = F.linear(xi, W, None if m.bias is None else m.bias.float()), m(xi).float()
+        with torch.no_grad(): ref, got = layer.reference(m, xi).float(), m(xi).float()
         worst = max(worst, (got - ref).abs().max().item())
     out["dense_max_diff"] = worst
-    assert worst <= dense_atol, f"hooked output vs F.linear(x, W + ΔW): max |diff| {worst:.2e} > {dense_atol:.0e}"
+    assert worst <= dense_atol, f"hooked output vs layer.reference (F.linear(x, W + ΔW, b) by default): max |diff| {worst:.2e} > {dense_atol:.0e}"
     # 3. one training step changes only adapter tensors
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".ll_adapter." in n for n in trainable), f"non-adapter trainable params: {[n for n in trainable if '.ll_adapter.' not in n][:3]}"
@@ -138,3 +128,15 @@ def check_variant(cfg:AdapterConfig, model:Optional[nn.Module]=None, x:Optional[
     detach(model)
     _assert_base_equal(model, snap, "detach after load")
     return out
+
+# %% ../nbs/03_checks.ipynb #17eb4d7b
+QWEN3_0P6B = dict(q_proj=(1024, 2048), k_proj=(1024, 1024), v_proj=(1024, 1024), o_proj=(2048, 1024),
+                  gate_proj=(1024, 3072), up_proj=(1024, 3072), down_proj=(3072, 1024))   # name: (d_in, d_out)
+
+def qwen3_params(cfg:AdapterConfig, n_blocks:int=28) -> int:
+    "Trainable parameters of `cfg`'s adapter on Qwen3-0.6B's layers that its target_names select, from the variant's shapes."
+    V, n = variant_class(cfg.variant), 0
+    for mod, (d_in, d_out) in QWEN3_0P6B.items():
+        if any(re.search(p, mod) for p in cfg.target_names):
+            with torch.device("meta"): n += sum(p.numel() for p in V(cfg, d_in, d_out).parameters())
+    return n_blocks * n

@@ -5,29 +5,72 @@
 # %% ../nbs/00_core.ipynb #4441166a
 from __future__ import annotations
 import dataclasses, math, re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 import torch
+import torch.nn.functional as F
 from torch import nn
+from .helpers import low_rank, lora_to_peft
 
 # %% auto #0
-__all__ = ['DTYPES', 'VARIANTS', 'AdapterConfig', 'register', 'variant_class', 'get_config', 'Variant', 'is_linear_like',
+__all__ = ['DTYPES', 'VARIANTS', 'ORIGINAL', 'check_int', 'check_float', 'check_bool', 'pattern_value', 'AdapterConfig',
+           'RsLoRAConfig', 'register', 'variant_class', 'get_config', 'Variant', 'cached', 'is_linear_like',
            'linear_dims', 'dense_weight']
 
 # %% ../nbs/00_core.ipynb #b2fa117c
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
+def _bad(cfg, name, want): 
+    v = getattr(cfg, name)
+    return ValueError(f"{type(cfg).__name__}: {name} must be {want}, got {v!r} ({type(v).__name__}).")
+
+def check_int(cfg, name:str, lo:int=1):
+    "Raise `ValueError` unless field `name` of `cfg` is an integer >= `lo` (a bool is not an integer here)."
+    v = getattr(cfg, name)
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo: raise _bad(cfg, name, f"an integer >= {lo}")
+
+def check_float(cfg, name:str, lo:float=-math.inf, hi:float=math.inf, hi_open:bool=False):
+    "Raise `ValueError` unless field `name` of `cfg` is a finite number in [lo, hi] (or [lo, hi))."
+    v = getattr(cfg, name)
+    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and lo <= v <= hi and not (hi_open and v == hi)
+    if not ok: raise _bad(cfg, name, f"a finite number in [{lo}, {hi}{')' if hi_open else ']'}")
+
+def check_bool(cfg, name:str):
+    "Raise `ValueError` unless field `name` of `cfg` is `True` or `False` (strings like 'no' are refused)."
+    if not isinstance(getattr(cfg, name), bool): raise _bad(cfg, name, "True or False")
+
 def _regexes(v, what):
-    "Normalise a regex or list of regexes to a tuple, checking each compiles."
-    v = (v,) if isinstance(v, str) else tuple(v or ())
+    "Normalise a regex or a list of regexes to a tuple, checking each compiles."
+    if isinstance(v, str): v = (v,)
+    elif v is None: v = ()
+    elif isinstance(v, (list, tuple)): v = tuple(v)
+    else: raise ValueError(f"{what} must be a regex string or a list of them, got {v!r} ({type(v).__name__}).")
     for p in v:
+        if not isinstance(p, str): raise ValueError(f"{what}: {p!r} is not a string; give regexes such as 'q_proj'.")
         try: re.compile(p)
-        except (re.error, TypeError) as e: raise ValueError(f"{what}: {p!r} is not a valid regex ({e})") from None
+        except re.error as e: raise ValueError(f"{what}: {p!r} is not a valid regex ({e})") from None
     return v
 
-@dataclass
+def _pattern(v, what, check):
+    "Validate a {regex: value} pattern dict (PEFT's rank_pattern / alpha_pattern)."
+    if v is None: return {}
+    if not isinstance(v, dict): raise ValueError(f"{what} must be a dict {{regex: value}}, got {v!r}.")
+    _regexes(list(v), what)
+    for k, x in v.items():
+        if not check(x): raise ValueError(f"{what}[{k!r}] = {x!r} is not valid.")
+    return dict(v)
+
+def pattern_value(patterns:dict, name:str, default):
+    "PEFT's pattern lookup: the value of the first regex matching a dotted suffix of the module `name`, else `default`."
+    for p, v in patterns.items():
+        if re.match(rf"(.*\.)?({p})$", name): return v
+    return default
+
+def _is_num(v): return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+@dataclass(frozen=True)
 class AdapterConfig:
-    "Fields every adapter shares; a variant's config subclasses it and sets `variant`."
+    "Fields every adapter shares; a variant's config subclasses it (frozen too) and sets `variant`."
     variant: ClassVar[str] = ""
     r: int = 8                                      # rank: directions / gains / Householder vectors per layer
     alpha: float = 16.0                             # scale numerator: s = alpha / r
@@ -35,34 +78,48 @@ class AdapterConfig:
     target_names: tuple = (r"q_proj", r"v_proj")    # regexes, `re.search` on the full module name
     layers: Optional[tuple] = None                  # block indices to adapt (None = every block)
     exclude_names: tuple = (r"lm_head", r"embed")   # regexes never adapted
+    rank_pattern: dict = field(default_factory=dict)   # {regex: r} per module, PEFT's semantics (first match wins)
+    alpha_pattern: dict = field(default_factory=dict)  # {regex: alpha} per module
+
+    def _set(self, name, value): object.__setattr__(self, name, value)   # normalise a field of the frozen config
 
     def __post_init__(self):
         me = type(self).__name__
-        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
-            raise ValueError(f"{me}: r must be a positive integer, got {self.r!r}. Use e.g. r=8.")
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not math.isfinite(self.alpha):
-            raise ValueError(f"{me}: alpha must be a finite number, got {self.alpha!r}.")
-        if isinstance(self.dtype, str): self.dtype = DTYPES.get(self.dtype.removeprefix("torch."), self.dtype)
+        check_int(self, "r"); check_float(self, "alpha")
+        if isinstance(self.dtype, str): self._set("dtype", DTYPES.get(self.dtype.removeprefix("torch."), self.dtype))
         if self.dtype not in DTYPES.values():
             raise ValueError(f"{me}: dtype must be one of {list(DTYPES)}, got {self.dtype!r}.")
-        self.target_names = _regexes(self.target_names, f"{me}.target_names")
+        self._set("target_names", _regexes(self.target_names, f"{me}.target_names"))
         if not self.target_names: raise ValueError(f"{me}: target_names is empty; give at least one regex, e.g. 'q_proj'.")
-        self.exclude_names = _regexes(self.exclude_names, f"{me}.exclude_names")
+        self._set("exclude_names", _regexes(self.exclude_names, f"{me}.exclude_names"))
         if self.layers is not None:
-            ls = (self.layers,) if isinstance(self.layers, int) else tuple(self.layers)
-            if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ls):
-                raise ValueError(f"{me}: layers must be non-negative block indices or None, got {self.layers!r}.")
-            self.layers = ls
+            ls = (self.layers,) if isinstance(self.layers, int) else self.layers
+            if not isinstance(ls, (list, tuple, range)) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ls):
+                raise ValueError(f"{me}: layers must be non-negative block indices (an int or a list of ints) or None, got {self.layers!r}.")
+            self._set("layers", tuple(ls))
+        self._set("rank_pattern", _pattern(self.rank_pattern, f"{me}.rank_pattern", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0))
+        self._set("alpha_pattern", _pattern(self.alpha_pattern, f"{me}.alpha_pattern", _is_num))
 
-    def scaling(self, r:int) -> float:
+    def rank_for(self, name:str) -> int: return pattern_value(self.rank_pattern, name, self.r)
+    def alpha_for(self, name:str) -> float: return pattern_value(self.alpha_pattern, name, self.alpha)
+
+    def scaling(self, r:int, alpha:Optional[float]=None) -> float:
         "The adapter scale s for a layer of rank `r` (alpha / r)."
-        return self.alpha / r
+        return (self.alpha if alpha is None else alpha) / r
 
     def to_dict(self) -> dict:
         "JSON-able dict of the fields (dtype as its name)."
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["dtype"] = str(self.dtype).removeprefix("torch.")
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+@dataclass(frozen=True)
+class RsLoRAConfig(AdapterConfig):
+    "Shared by the LoRA family: the scale may be rank-stabilised, s = alpha/√r (rsLoRA, arXiv:2312.03732)."
+    use_rslora: bool = False   # s = alpha/sqrt(r) instead of alpha/r
+    def __post_init__(self): super().__post_init__(); check_bool(self, "use_rslora")
+    def scaling(self, r:int, alpha:Optional[float]=None) -> float:
+        return (self.alpha if alpha is None else alpha) / (math.sqrt(r) if self.use_rslora else r)
 
 # %% ../nbs/00_core.ipynb #b89edd3b
 VARIANTS: dict = {}   # variant name -> Variant subclass; filled by @register
@@ -89,17 +146,26 @@ def get_config(name:str, **fields) -> AdapterConfig:
     return cls(**fields)
 
 # %% ../nbs/00_core.ipynb #50beab2a
+ORIGINAL = "original lora-lite README · Qwen3-0.6B-Base"   # the source label of its GSM8K results in `Variant.results`
+
 class Variant(nn.Module):
     "One layer's adapter: tensors, `init`, and the hook body `forward`. Subclass per method and `@register` it."
     config_cls: ClassVar[type] = AdapterConfig
     hook: ClassVar[str] = "output"          # "output": forward hook y -> forward(x, y);  "input": pre-hook x -> forward(x)
     needs_calibration: ClassVar[bool] = False
+    knobs: ClassVar[tuple] = ()             # config fields that are runtime floats on each layer (`ll.set_knob`), e.g. "coeff"
+    # the method's facts, read generically: README table, benchmark defaults, PEFT export/import
+    paper: ClassVar[tuple] = ()             # (arXiv id, short title)
+    bench: ClassVar[dict] = {}              # GSM8K paper-preset overrides: lr, r, alpha
+    results: ClassVar[dict] = {}            # published GSM8K accuracy (%) by source, e.g. {"PEFT · Llama-3.2-3B": 47.8}
+    peft_type: ClassVar[Optional[str]] = None   # PEFT's `peft_type` this variant imports (see `peft_import`)
 
-    def __init__(self, cfg:AdapterConfig, d_in:int, d_out:int, r:Optional[int]=None, device=None):
+    def __init__(self, cfg:AdapterConfig, d_in:int, d_out:int, r:Optional[int]=None, alpha:Optional[float]=None, device=None):
         super().__init__()
         self.cfg, self.d_in, self.d_out = cfg, d_in, d_out
         self.r = cfg.r if r is None else r
-        self.scale = cfg.scaling(self.r)
+        self.scale = cfg.scaling(self.r, alpha)
+        for k in self.knobs: setattr(self, k, getattr(cfg, k))
         for n, shape in self.param_shapes().items():
             self.register_parameter(n, nn.Parameter(torch.zeros(shape, dtype=cfg.dtype, device=device)))
         for n, shape in self.buffer_shapes().items():
@@ -112,6 +178,10 @@ class Variant(nn.Module):
     def buffer_shapes(self) -> dict: return {}
     def init(self, module:nn.Module):
         "Fill the tensors (no grad); may read `dense_weight(module)`."
+    @classmethod
+    def init_all(cls, layers:dict, modules:dict):
+        "Initialise every layer {name: Variant} on its module (no grad); override to share state across layers (VeRA)."
+        for n, layer in layers.items(): layer.init(modules[n])
     def calibrate(self, x:torch.Tensor):
         "Accumulate statistics from masked input rows `x` (N, d_in) of one calibration batch."
     @classmethod
@@ -120,8 +190,37 @@ class Variant(nn.Module):
     def bind(self, module:nn.Module):
         "Called by attach/load once installed on `module`; override to keep a (non-child) reference to the base layer."
     def forward(self, x, y=None): raise NotImplementedError
-    def delta_weight(self, module:nn.Module) -> torch.Tensor: raise NotImplementedError
+    def delta_weight(self, module:nn.Module) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} is not a ΔW on the weight (it defines no delta_weight).")
+    def delta_bias(self, module:nn.Module) -> Optional[torch.Tensor]:
+        "Δb (d_out,) for a method that also changes the bias (IA3 scales it); None otherwise."
+    def reference(self, module:nn.Module, x:torch.Tensor) -> torch.Tensor:
+        "The adapted layer's output without hooks (what `check_variant` compares to): `F.linear(x, W + ΔW, b + Δb)`."
+        b, db = getattr(module, "bias", None), self.delta_bias(module)
+        if b is not None: b = b.float() + (0 if db is None else db.float())
+        return F.linear(x.float(), dense_weight(module) + self.delta_weight(module).float(), b)
+    @classmethod
+    def peft_export(cls, cfg, layers:dict, modules:dict) -> tuple:
+        "(PEFT adapter_config fields, {PEFT key: tensor}) for `layers` {name: Variant}; default: exact rank-r LoRA from each ΔW."
+        return lora_to_peft(cfg, {n: (*low_rank(l.delta_weight(modules[n]), l.r, n), 1.0) for n, l in layers.items()})
+    @classmethod
+    def peft_import(cls, pc:dict, dims:dict, tensors:dict, dtype) -> Optional[tuple]:
+        "(config, {module: {tensor: value}}) from a PEFT config of `peft_type` and its state dict; None if not this variant's."
+        return None
     def extra_repr(self): return f"{self.cfg.variant}: d_in={self.d_in}, d_out={self.d_out}, r={self.r}"
+
+# %% ../nbs/00_core.ipynb #b5f360c5
+def cached(layer:nn.Module, key:str, fn):
+    "`fn()` (parameter-only work of `layer`), reused until a tensor or knob of `layer` changes; never under autograd."
+    ts = [*layer.parameters(recurse=False), *layer.buffers(recurse=False)]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in ts): return fn()
+    stamp = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in ts) + tuple(getattr(layer, k) for k in getattr(layer, "knobs", ()))
+    store = layer.__dict__.setdefault("_ll_cache", {})
+    hit = store.get(key)
+    if hit is not None and hit[0] == stamp: return hit[2]
+    with torch.inference_mode(False), torch.no_grad(): value = fn()   # a normal tensor even inside inference_mode
+    store[key] = (stamp, [t.detach() for t in ts], value)            # keep the storages alive: no address reuse
+    return value
 
 # %% ../nbs/00_core.ipynb #de0fd8db
 def _is_bnb(m, kind): return type(m).__module__.startswith("bitsandbytes") and kind in type(m).__name__

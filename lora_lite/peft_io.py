@@ -4,114 +4,63 @@
 
 # %% ../nbs/30_peft.ipynb #1d75da4a
 from __future__ import annotations
-import json, math, os, re, tempfile
+import json, re
 from pathlib import Path
 import torch
 from torch import nn
 from safetensors import safe_open
 from safetensors.torch import save_file
-from .core import get_config, is_linear_like
-from .attach import attach, detach, adapter_layers, is_attached, block_index, _state
+from .core import VARIANTS, Variant, is_linear_like, linear_dims
+from .helpers import atomic_write, peft_matches
+from .attach import attach, detach, adapter_layers, adapter_config, block_index, _state, _refuse_nesting
 
 # %% auto #0
-__all__ = ['EXPORTERS', 'to_peft', 'from_peft']
+__all__ = ['peft_mapping', 'to_peft', 'from_peft']
 
 # %% ../nbs/30_peft.ipynb #58b62fb3
-def _P(name, t): return f"base_model.model.{name}.{t}"
-
-def _lora(cfg, fac:dict, rslora=False, dora=None) -> tuple:
-    "PEFT LORA fields + tensors from {name: (A (k, d_in), B (d_out, k), scale)}; per-layer k and scale go to the patterns."
-    tensors, ranks, alphas = {}, {}, {}
-    for n, (A, B, s) in fac.items():
-        k = A.shape[0]
-        ranks[n], alphas[n] = k, s * (math.sqrt(k) if rslora else k)      # PEFT: s = alpha/r  (rsLoRA: alpha/sqrt r)
-        tensors[_P(n, "lora_A.weight")], tensors[_P(n, "lora_B.weight")] = A, B
-        if dora is not None: tensors[_P(n, "lora_magnitude_vector")] = dora[n]
-    r0, a0 = max(ranks.values(), key=list(ranks.values()).count), max(alphas.values(), key=list(alphas.values()).count)
-    return dict(peft_type="LORA", r=r0, lora_alpha=a0, use_rslora=rslora, use_dora=dora is not None,
-                lora_dropout=getattr(cfg, "dropout", 0.0), bias="none",
-                rank_pattern={n: k for n, k in ranks.items() if k != r0},
-                alpha_pattern={n: a for n, a in alphas.items() if a != a0}), tensors
-
-def _export_lora(cfg, L, M):  return _lora(cfg, {n: (l.A, l.B, l.scale) for n, l in L.items()}, cfg.use_rslora)
-def _export_dora(cfg, L, M):  return _lora(cfg, {n: (l.A, l.B, l.scale) for n, l in L.items()}, cfg.use_rslora, {n: l.m for n, l in L.items()})
-def _export_pissa(cfg, L, M):
-    "Rank 2r relative to the original W: s(BA − B0A0) = s[B, −B0][A; A0]."
-    return _lora(cfg, {n: (torch.cat([l.A, l.A0]), torch.cat([l.B, -l.B0], 1), l.scale) for n, l in L.items()}, cfg.use_rslora)
-
-def _export_svd(cfg, L, M):
-    "Exact rank-r LoRA (scale 1) of a linear output-hook variant, from the SVD of its ΔW."
-    fac = {}
-    for n, l in L.items():
-        U, S, Vh = torch.linalg.svd(l.delta_weight(M[n]).double(), full_matrices=False)
-        root = S[:l.r].sqrt()
-        fac[n] = ((root[:, None] * Vh[:l.r]).float(), (U[:, :l.r] * root).float(), 1.0)   # A' (r, d_in), B' (d_out, r)
-    return _lora(cfg, fac)
-
-def _export_delora(cfg, L, M):
-    t = {}
-    for n, l in L.items():
-        t.update({_P(n, "delora_A"): l.A, _P(n, "delora_B"): l.B, _P(n, "delora_lambda"): l.lam, _P(n, "delora_w_norm"): l.w})
-    return dict(peft_type="DELORA", r=cfg.r, delora_lambda=cfg.lambda0, module_dropout=cfg.dropout, bias="none"), t
-
-def _export_ia3(cfg, L, M):
-    ff = cfg.variant == "ia3_ff"
-    t = {_P(n, "ia3_l"): l.l[None, :] if ff else l.l[:, None] for n, l in L.items()}   # (1, d_in) or (d_out, 1)
-    return dict(peft_type="IA3", feedforward_modules=list(L) if ff else []), t
-
-def _export_hra(cfg, L, M):
-    return dict(peft_type="HRA", r=cfg.r, apply_GS=cfg.apply_GS, bias="none"), {_P(n, "hra_u"): l.U.T for n, l in L.items()}
-
-EXPORTERS = dict(lora=_export_lora, eva=_export_lora, dora=_export_dora, pissa=_export_pissa, delora=_export_delora,
-                 ia3=_export_ia3, ia3_ff=_export_ia3, hra=_export_hra)   # anything else: _export_svd
+def peft_mapping() -> list:
+    "[(variant, PEFT type it exports to, PEFT type it imports or None)] for every registered variant."
+    own = lambda cls, k: any(k in c.__dict__ for c in cls.__mro__[:cls.__mro__.index(Variant)])
+    rows = []
+    for name, cls in sorted(VARIANTS.items()):
+        export = "own mapping" if own(cls, "peft_export") else "LORA (SVD of ΔW)"
+        rows.append((name, export, cls.__dict__.get("peft_type")))
+    return rows
 
 # %% ../nbs/30_peft.ipynb #99ad9170
-def _atomic_write(path:Path, write):
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent); os.close(fd)
-    try: write(tmp); os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
-
 def to_peft(model:nn.Module, out_dir, overwrite:bool=False) -> Path:
     "Write the attached adapter as a PEFT adapter folder that PEFT loads onto the original base model."
     st, out = _state(model, "to_peft"), Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise FileExistsError(f"{out} exists and is not an empty folder; pass overwrite=True to replace its adapter files.")
-    cfg, L = st["cfg"], adapter_layers(model)
-    M = {n: model.get_submodule(n) for n in L}
-    if cfg.variant not in EXPORTERS and next(iter(L.values())).hook != "output":
-        raise ValueError(f"no PEFT export for variant {cfg.variant!r}: it is not one of {sorted(EXPORTERS)} and its hook "
-                         "is not an output hook, so its ΔW can't be written as a LoRA.")
-    with torch.no_grad(): fields, tensors = EXPORTERS.get(cfg.variant, _export_svd)(cfg, L, M)
+    cfg, L = adapter_config(model), adapter_layers(model)
+    V = type(next(iter(L.values())))
+    try:
+        with torch.no_grad(): fields, tensors = V.peft_export(cfg, L, {n: model.get_submodule(n) for n in L})
+    except NotImplementedError as e:
+        raise ValueError(f"no PEFT export for variant {cfg.variant!r}: {e} Declare a peft_export on the variant.") from None
     name = getattr(getattr(model, "config", None), "_name_or_path", None) or None
     conf = dict(fields, target_modules=list(L), base_model_name_or_path=name, inference_mode=True)
     tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "adapter_model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-    _atomic_write(out / "adapter_config.json", lambda p: Path(p).write_text(json.dumps(conf, indent=2)))
+    atomic_write(out / "adapter_model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    atomic_write(out / "adapter_config.json", lambda p: Path(p).write_text(json.dumps(conf, indent=2)))
     return out
 
 # %% ../nbs/30_peft.ipynb #30e4f458
-_IMPORTABLE = ("LORA", "IA3", "HRA", "DELORA")
-
-def _hit(spec, n):
-    "PEFT's module matching: a string is a full-match regex, a list matches a name or its dotted suffix."
-    if isinstance(spec, str): return re.fullmatch(spec, n) is not None
-    return any(n == t or n.endswith("." + t) for t in spec or [])
-
 def _peft_targets(model, pc) -> list:
     "Module names PEFT's config selects (target_modules, exclude_modules, layers_to_transform)."
     ltt = pc.get("layers_to_transform")
     ltt = [ltt] if isinstance(ltt, int) else ltt
-    return [n for n, m in model.named_modules() if n and is_linear_like(m) and _hit(pc.get("target_modules"), n)
-            and not _hit(pc.get("exclude_modules"), n) and (ltt is None or block_index(n) in ltt)]
+    return [n for n, m in model.named_modules() if n and is_linear_like(m) and peft_matches(pc.get("target_modules"), n)
+            and not peft_matches(pc.get("exclude_modules"), n) and (ltt is None or block_index(n) in ltt)]
+
+_UNSUPPORTED = ("modules_to_save", "layer_replication", "trainable_token_indices", "target_parameters", "lora_bias",
+                "use_qalora", "use_bdlora")
 
 def _refuse(pc, path):
-    "Raise for PEFT methods and options lora_lite can't reproduce exactly."
-    t = pc.get("peft_type")
-    if t not in _IMPORTABLE: raise ValueError(f"{path}: PEFT method {t!r} has no lora_lite import (supported: {', '.join(_IMPORTABLE)}).")
-    bad = [k for k in ("modules_to_save", "rank_pattern", "alpha_pattern", "lambda_pattern", "layer_replication",
-                       "trainable_token_indices", "target_parameters", "lora_bias", "use_qalora", "use_bdlora") if pc.get(k)]
+    "Raise for PEFT options no lora_lite variant reproduces."
+    bad = [k for k in _UNSUPPORTED if pc.get(k)]
     bad += [f"bias={pc['bias']!r}"] if pc.get("bias", "none") != "none" else []
     init = pc.get("init_lora_weights")
     if isinstance(init, str) and init.split("_")[0].lower() in ("pissa", "olora", "corda", "loftq"):
@@ -119,57 +68,60 @@ def _refuse(pc, path):
                    "path_initial_model_for_weight_conversion first)")
     if bad: raise ValueError(f"{path}: PEFT option(s) lora_lite can't reproduce: {', '.join(bad)}.")
 
-def _import_plan(pc, names, dtype):
-    "(lora_lite config, {PEFT key: (module name, our tensor name)}) for a PEFT config."
-    t, common = pc["peft_type"], dict(target_names=[f"^{re.escape(n)}$" for n in names], exclude_names=(), dtype=dtype)
-    if t == "LORA":
-        v = "dora" if pc.get("use_dora") else "lora"
-        extra = {} if v == "dora" else dict(dropout=pc.get("lora_dropout", 0.0))
-        cfg = get_config(v, r=pc["r"], alpha=pc.get("lora_alpha", 8), use_rslora=pc.get("use_rslora", False), **extra, **common)
-        keys = {"lora_A.weight": "A", "lora_B.weight": "B"} | ({"lora_magnitude_vector": "m"} if v == "dora" else {})
-    elif t == "IA3":
-        ff = [n for n in names if _hit(pc.get("feedforward_modules") or [], n)]
-        if ff and len(ff) != len(names):
-            raise ValueError("this PEFT IA3 adapter mixes feed-forward and output-scaled modules; lora_lite has them as two "
-                             "variants (ia3_ff, ia3): split the adapter.")
-        cfg, keys = get_config("ia3_ff" if ff else "ia3", **common), {"ia3_l": "l"}
-    elif t == "HRA":
-        cfg, keys = get_config("hra", r=pc["r"], apply_GS=pc.get("apply_GS", False), **common), {"hra_u": "U"}
-    else:
-        cfg = get_config("delora", r=pc["r"], lambda0=pc.get("delora_lambda", 15.0), dropout=pc.get("module_dropout", 0.0), **common)
-        keys = {"delora_A": "A", "delora_B": "B", "delora_lambda": "lam", "delora_w_norm": "w"}
-    return cfg, {_P(n, k): (n, ours) for n in names for k, ours in keys.items()}
+def _read_peft(d:Path) -> tuple:
+    "(adapter_config dict, {key: tensor}) of a PEFT folder, with one clear error for anything damaged."
+    if not (d / "adapter_config.json").is_file(): raise FileNotFoundError(f"{d} has no adapter_config.json: not a PEFT adapter folder.")
+    try: pc = json.loads((d / "adapter_config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{d}/adapter_config.json is not valid JSON ({e}).") from None
+    if not isinstance(pc, dict) or not isinstance(pc.get("peft_type"), str):
+        raise ValueError(f"{d}/adapter_config.json has no 'peft_type': not a PEFT adapter config.")
+    f = d / "adapter_model.safetensors"
+    if not f.is_file(): raise FileNotFoundError(f"{d} has no adapter_model.safetensors (a .bin folder? re-save it with safe_serialization=True).")
+    try:
+        with safe_open(str(f), framework="pt") as fh: tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as e: raise ValueError(f"{f} can't be read ({type(e).__name__}: {e}); is it truncated?") from None
+    if not tensors: raise ValueError(f"{f} holds no tensors: the adapter is empty.")
+    return pc, tensors
 
-def _ours(ours, src, dst_shape):
-    "PEFT tensor -> our layout (HRA stores Uᵀ; IA3 stores l as a column/row)."
-    return src.T if ours == "U" else src.reshape(dst_shape) if ours == "l" and src.numel() == math.prod(dst_shape) else src
+# %% ../nbs/30_peft.ipynb #de2f9935
+def _import_plan(pc, dims, tensors, d) -> tuple:
+    "(variant config, {module: {tensor: value}}) from the first variant that imports this PEFT config."
+    t, dtype = pc["peft_type"], next(iter(tensors.values())).dtype
+    readers = [cls for cls in VARIANTS.values() if cls.__dict__.get("peft_type") == t]
+    if not readers:
+        known = sorted({c.__dict__["peft_type"] for c in VARIANTS.values() if c.__dict__.get("peft_type")})
+        raise ValueError(f"{d}: PEFT method {t!r} has no lora_lite import (supported: {', '.join(known)}).")
+    rest = dict(tensors)
+    for cls in readers:
+        try: plan = cls.peft_import(pc, dims, rest, dtype)
+        except KeyError as e: raise ValueError(f"{d}: tensor {e} is missing for a {t} adapter on this model's targets.") from None
+        except TypeError as e: raise ValueError(f"{d}: its {t} config can't be read ({e}).") from None
+        if plan is not None: break
+    else: raise ValueError(f"{d}: no lora_lite variant reproduces this {t} adapter's options.")
+    if rest: raise ValueError(f"{d}: unexpected tensors for a {t} adapter on this model's targets: {sorted(rest)[:3]}.")
+    return plan
 
 def from_peft(model:nn.Module, peft_dir):
     "Attach the lora_lite variant matching a PEFT adapter folder and load its tensors; returns the config."
     d = Path(peft_dir)
-    if is_attached(model): raise RuntimeError("model already has a lora_lite adapter; call ll.detach(model) before ll.from_peft.")
-    if not (d / "adapter_config.json").is_file(): raise FileNotFoundError(f"{d} has no adapter_config.json: not a PEFT adapter folder.")
-    pc = json.loads((d / "adapter_config.json").read_text())
+    _refuse_nesting(model, "from_peft")
+    pc, tensors = _read_peft(d)
     _refuse(pc, d)
-    f = d / "adapter_model.safetensors"
-    if not f.is_file(): raise FileNotFoundError(f"{d} has no adapter_model.safetensors (a .bin folder? re-save it with safe_serialization=True).")
-    with safe_open(str(f), framework="pt") as fh: tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     names = _peft_targets(model, pc)
     if not names: raise ValueError(f"{d}: PEFT target_modules={pc.get('target_modules')!r} match no linear module of this model.")
-    cfg, plan = _import_plan(pc, names, next(iter(tensors.values())).dtype)
-    if set(plan) != set(tensors):
-        raise ValueError(f"{d}: tensors don't match a {pc['peft_type']} adapter on this model's targets: missing "
-                         f"{sorted(set(plan) - set(tensors))[:3]}, unexpected {sorted(set(tensors) - set(plan))[:3]}.")
+    cfg, values = _import_plan(pc, {n: linear_dims(model.get_submodule(n)) for n in names}, tensors, d)
     attach(model, cfg)
     try:
         L = adapter_layers(model)
-        for k, (n, ours) in plan.items():
-            dst = getattr(L[n], ours)
-            src = _ours(ours, tensors[k], tuple(dst.shape))
-            if src.shape != dst.shape:
-                raise ValueError(f"{d}: {k} has shape {tuple(tensors[k].shape)}, this model needs {tuple(dst.shape)}: "
-                                 "was the adapter made for another base model?")
-            with torch.no_grad(): dst.copy_(src)
+        for n, layer in L.items():
+            own = dict(layer.named_parameters()) | dict(layer.named_buffers())
+            if lack := [k for k, _ in layer.named_parameters() if k not in values.get(n, {})]:
+                raise ValueError(f"{d}: no value for {n}.{lack[0]} in this {pc['peft_type']} adapter.")
+            for k, v in values[n].items():
+                if v.shape != own[k].shape:
+                    raise ValueError(f"{d}: {n}.{k} has shape {tuple(v.shape)}, this model needs {tuple(own[k].shape)}: "
+                                     "was the adapter made for another base model?")
+                with torch.no_grad(): own[k].copy_(v)
     except Exception:
         detach(model); raise
     return cfg

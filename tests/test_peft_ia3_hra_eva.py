@@ -88,8 +88,8 @@ def test_hra_init_is_identity_and_peft_like(qwen, ids):
 def test_hra_odd_r_is_a_clear_error(qwen):
     with pytest.raises(ValueError, match="r must be even"): ll.HRAConfig(r=3)
     snap = snapshot(qwen)
-    cfg = ll.HRAConfig(r=4); cfg.r = 5                           # a config mutated after validation
-    with pytest.raises(ValueError, match="r must be even"): ll.attach(qwen, cfg)
+    with pytest.raises(ValueError, match="r must be even"):       # one layer's rank from a pattern
+        ll.attach(qwen, ll.HRAConfig(r=4, rank_pattern={"v_proj": 5}))
     assert_unchanged(qwen, snap)
     with pytest.raises(ValueError, match="don't fit"): ll.attach(qwen, ll.HRAConfig(r=65, apply_GS=True))
     assert_unchanged(qwen, snap)

@@ -56,7 +56,7 @@ def set_coeff(model:nn.Module, coeff:float) -> float:
     return old
 
 # %% ../../nbs/20_antipasto.ipynb #17fe9db0
-@dataclass
+@dataclass(frozen=True)
 class AntiPaSTOConfig(AdapterConfig):
     "AntiPaSTO: S_eff = S⊙(1 + ELU(coeff·g)) on the frozen top-r SVD; y + ((x Vhᵀ)⊙(S_eff − S)) Uᵀ."
     variant: ClassVar[str] = "antipasto"

@@ -14,7 +14,7 @@ from .antipasto import SVDBasis, check_coeff
 __all__ = ['AntiPaSTOAblateConfig', 'AntiPaSTOAblate']
 
 # %% ../../nbs/23_antipasto_ablate.ipynb #73b65385
-@dataclass
+@dataclass(frozen=True)
 class AntiPaSTOAblateConfig(AdapterConfig):
     "Contractive ablation of the S-scaled SVD coordinates: h ← h − coeff·((hĈ)⊙clamp(α, 0, 1))Ĉᵀ."
     variant: ClassVar[str] = "antipasto_ablate"

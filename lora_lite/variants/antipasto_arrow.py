@@ -14,7 +14,7 @@ from .antipasto import AntiPaSTOConfig, AntiPaSTO
 __all__ = ['AntiPaSTOArrowConfig', 'AntiPaSTOArrow']
 
 # %% ../../nbs/24_antipasto_arrow.ipynb #ee5b522f
-@dataclass
+@dataclass(frozen=True)
 class AntiPaSTOArrowConfig(AntiPaSTOConfig):
     "AntiPaSTO with a dense (I + coeff·M) block on the top-b S-scaled coordinates and the ELU gain on the rest."
     variant: ClassVar[str] = "antipasto_arrow"

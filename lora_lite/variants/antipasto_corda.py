@@ -30,7 +30,7 @@ def corda_basis(W:torch.Tensor, C:torch.Tensor, r:int, eps:float=1e-3) -> tuple:
     P = Vh[:r] @ (Q * lam.rsqrt()) @ Q.T                              # (r, d_in) oblique input projector
     return U[:, :r].float(), S[:r].float(), P.float()
 
-@dataclass
+@dataclass(frozen=True)
 class AntiPaSTOCorDAConfig(AntiPaSTOConfig):
     "AntiPaSTO in the basis of W C^{1/2}: y + ((x Pᵀ)⊙(S_eff − S)) Uᵀ; needs calibration_data."
     variant: ClassVar[str] = "antipasto_corda"

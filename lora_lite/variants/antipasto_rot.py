@@ -17,7 +17,7 @@ __all__ = ['BLOCK', 'AntiPaSTORotConfig', 'cayley_blocks', 'AntiPaSTORot']
 # %% ../../nbs/22_antipasto_rot.ipynb #3cc260e4
 BLOCK = 4   # rotation block size
 
-@dataclass
+@dataclass(frozen=True)
 class AntiPaSTORotConfig(AntiPaSTOConfig):
     "AntiPaSTO gain + block-Cayley rotation of the input basis: Vh_eff = R·Vh, R = blockdiag of 4×4 rotations."
     variant: ClassVar[str] = "antipasto_rot"

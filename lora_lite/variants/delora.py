@@ -4,19 +4,20 @@
 
 # %% ../../nbs/13_delora.ipynb #e3170048
 from __future__ import annotations
-import math
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight
+from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_float, ORIGINAL
+from ..helpers import init_lora, peft_key
 
 # %% auto #0
 __all__ = ['DeLoRAConfig', 'DeLoRA']
 
 # %% ../../nbs/13_delora.ipynb #5a0b3bd0
-@dataclass
+@dataclass(frozen=True)
 class DeLoRAConfig(AdapterConfig):
     "DeLoRA: y + [((x⊙w)Aᵀ) ⊙ (λ/r)/(‖a_i‖‖b_i‖)]Bᵀ with frozen column norms w of W; alpha is unused."
     variant: ClassVar[str] = "delora"
@@ -25,32 +26,54 @@ class DeLoRAConfig(AdapterConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        me = type(self).__name__
-        if isinstance(self.lambda0, bool) or not isinstance(self.lambda0, (int, float)) or not math.isfinite(self.lambda0):
-            raise ValueError(f"{me}: lambda0 must be a finite number, got {self.lambda0!r}.")
-        if not 0 <= self.dropout < 1: raise ValueError(f"{me}: dropout must be in [0, 1), got {self.dropout!r}.")
+        check_float(self, "lambda0"); check_float(self, "dropout", 0, 1, hi_open=True)
 
 @register
 class DeLoRA(Variant):
     "Normalised rank-one pieces of BA, strength λ, relative to W's input-column norms."
     config_cls = DeLoRAConfig
+    paper = ("2503.18225", "DeLoRA: Decoupling Angles and Strength in Low-rank Adaptation")
+    bench = {"lr": 1e-3}
+    results = {ORIGINAL: 61.5}
+    peft_type = "DELORA"
     def param_shapes(self): return {"A": (self.r, self.d_in), "B": (self.d_out, self.r), "lam": (1,)}
     def buffer_shapes(self): return {"w": (self.d_in,)}   # ‖W_{:,j}‖, frozen
 
     def init(self, module):
-        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
-        nn.init.zeros_(self.B)
+        init_lora(self.A, self.B)
         self.lam.fill_(self.cfg.lambda0)
         self.w.copy_(dense_weight(module).norm(dim=0))
 
     def gain(self) -> torch.Tensor:
-        "g_i = (λ/r) / (‖a_i‖ ‖b_i‖), norms clamped ≥ 1e-4 (r,)."
-        an, bn = self.A.norm(dim=1).clamp_min(1e-4), self.B.norm(dim=0).clamp_min(1e-4)
-        return self.lam / self.r / (an * bn)
+        "g_i = (λ/r) / (‖a_i‖ ‖b_i‖), norms clamped ≥ 1e-4 (r,), in fp32: λ/(r·10⁻⁸) overflows fp16."
+        an, bn = self.A.float().norm(dim=1).clamp_min(1e-4), self.B.float().norm(dim=0).clamp_min(1e-4)
+        return self.lam.float() / self.r / (an * bn)
+
+    def factors(self) -> tuple:
+        "(A·diag(w) (r, d_in), B·diag(g) (d_out, r)): ΔW = (B diag g)(A diag w); B diag g is bounded, so fp16-safe."
+        return self.A * self.w, (self.B.float() * self.gain()).to(self.B.dtype)
 
     def forward(self, x, y):
+        Aw, Bg = cached(self, "factors", self.factors)   # parameter-only: once per change when decoding
         x = F.dropout(x.to(self.A.dtype), self.cfg.dropout, self.training)
-        h = (x @ (self.A * self.w).T) * self.gain()    # (..., r) = ((x⊙w)Aᵀ)⊙g
-        return (y + h @ self.B.T).to(y.dtype)
+        return (y + (x @ Aw.T) @ Bg.T).to(y.dtype)       # (..., d_out)
 
-    def delta_weight(self, module): return (self.B * self.gain()) @ self.A * self.w   # (d_out, d_in)
+    def delta_weight(self, module):
+        Aw, Bg = self.factors()
+        return Bg.float() @ Aw.float()                   # (d_out, d_in)
+
+    @classmethod
+    def peft_export(cls, cfg, layers, modules):
+        names = dict(delora_A="A", delora_B="B", delora_lambda="lam", delora_w_norm="w")
+        t = {peft_key(n, k): getattr(l, ours) for n, l in layers.items() for k, ours in names.items()}
+        return dict(peft_type="DELORA", r=cfg.r, delora_lambda=cfg.lambda0, module_dropout=cfg.dropout, bias="none",
+                    rank_pattern=dict(cfg.rank_pattern)), t
+
+    @classmethod
+    def peft_import(cls, pc, dims, tensors, dtype):
+        if pc.get("lambda_pattern"): raise ValueError("PEFT DeLoRA's lambda_pattern has no lora_lite equivalent yet.")
+        cfg = cls.config_cls(r=pc["r"], lambda0=pc.get("delora_lambda", 15.0), dropout=pc.get("module_dropout", 0.0),
+                             rank_pattern=pc.get("rank_pattern") or {}, target_names=[f"^{re.escape(n)}$" for n in dims],
+                             exclude_names=(), dtype=dtype)
+        names = dict(delora_A="A", delora_B="B", delora_lambda="lam", delora_w_norm="w")
+        return cfg, {n: {ours: tensors.pop(peft_key(n, k)) for k, ours in names.items()} for n in dims}

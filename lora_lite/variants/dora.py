@@ -4,23 +4,22 @@
 
 # %% ../../nbs/12_dora.ipynb #5b867632
 from __future__ import annotations
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 import torch
 from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight
+from ..core import RsLoRAConfig, Variant, register, dense_weight, ORIGINAL
+from ..helpers import init_lora, lora_to_peft
+from .lora import lora_peft_config, lora_tensors
 
 # %% auto #0
 __all__ = ['DoRAConfig', 'DoRA']
 
 # %% ../../nbs/12_dora.ipynb #11414a2d
-@dataclass
-class DoRAConfig(AdapterConfig):
+@dataclass(frozen=True)
+class DoRAConfig(RsLoRAConfig):
     "DoRA: y' = (m/n)⊙(xWᵀ + s·xAᵀBᵀ) + b, n = ‖W + sBA‖_row (no gradient)."
     variant: ClassVar[str] = "dora"
-    use_rslora: bool = False   # s = alpha/sqrt(r) instead of alpha/r
-    def scaling(self, r:int) -> float: return self.alpha / (math.sqrt(r) if self.use_rslora else r)
 
 class _RowScale(torch.autograd.Function):
     "y' = h ⊙ g (g per output row); saves y' (shared with whatever op consumes it) and recovers h = y'/g in backward."
@@ -40,12 +39,14 @@ class _RowScale(torch.autograd.Function):
 class DoRA(Variant):
     "Magnitude m per output row × the LoRA-updated direction (W + sBA)/‖W + sBA‖_row."
     config_cls = DoRAConfig
+    paper = ("2402.09353", "DoRA: Weight-Decomposed Low-Rank Adaptation")
+    results = {ORIGINAL: 62.4}
+    peft_type = "LORA"
     def param_shapes(self): return {"A": (self.r, self.d_in), "B": (self.d_out, self.r), "m": (self.d_out,)}
     def buffer_shapes(self): return {"w2": (self.d_out,)}   # ‖W_i‖², frozen
 
     def init(self, module):
-        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
-        nn.init.zeros_(self.B)
+        init_lora(self.A, self.B)
         W = dense_weight(module)
         self.w2.copy_(W.pow(2).sum(1)); self.m.copy_(W.norm(dim=1))
 
@@ -79,3 +80,13 @@ class DoRA(Variant):
         W = dense_weight(module).to(self.A.dtype)
         V = W + self.scale * self.B @ self.A                                 # the naive way: forms W + sBA
         return (self.m / V.norm(dim=1))[:, None] * V - W                    # (d_out, d_in)
+
+    @classmethod
+    def peft_export(cls, cfg, layers, modules):
+        "PEFT's LoRA with `use_dora`: the same A, B, s and the magnitude vector m."
+        return lora_to_peft(cfg, {n: (l.A, l.B, l.scale) for n, l in layers.items()}, cfg.use_rslora, {n: l.m for n, l in layers.items()})
+
+    @classmethod
+    def peft_import(cls, pc, dims, tensors, dtype):
+        if not pc.get("use_dora"): return None
+        return lora_peft_config(cls, pc, dims, dtype), lora_tensors(tensors, dims, {"lora_magnitude_vector": "m"})

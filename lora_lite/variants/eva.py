@@ -4,19 +4,18 @@
 
 # %% ../../nbs/16_eva.ipynb #5dfaf052
 from __future__ import annotations
-import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Optional
 import torch
 from torch import nn
-from ..core import register
+from ..core import register, check_float, check_bool, ORIGINAL
 from .lora import LoRAConfig, LoRA
 
 # %% auto #0
 __all__ = ['EVAConfig', 'EVA']
 
 # %% ../../nbs/16_eva.ipynb #e301e53d
-@dataclass
+@dataclass(frozen=True)
 class EVAConfig(LoRAConfig):
     "EVA: LoRA with A = top-r principal directions of the layer inputs on calibration data, B = 0."
     variant: ClassVar[str] = "eva"
@@ -26,22 +25,25 @@ class EVAConfig(LoRAConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not (isinstance(self.rho, (int, float)) and math.isfinite(self.rho) and self.rho >= 1):
-            raise ValueError(f"EVAConfig: rho must be a finite number >= 1 (1 = uniform rank), got {self.rho!r}.")
+        check_float(self, "rho", 1); check_bool(self, "center"); check_bool(self, "adjust_scaling")
 
-    def scaling(self, r:int) -> float:
-        a = self.alpha * r / self.r if self.adjust_scaling else self.alpha
-        return a / (math.sqrt(r) if self.use_rslora else r)
+    def scaling(self, r:int, alpha:Optional[float]=None) -> float:
+        a = self.alpha if alpha is None else alpha
+        return super().scaling(r, a * r / self.r if self.adjust_scaling else a)
 
 @register
 class EVA(LoRA):
     "LoRA initialised from the principal directions of each layer's calibration inputs (see `EVAConfig`)."
     config_cls = EVAConfig
     needs_calibration = True
+    paper = ("2410.07170", "EVA: Explained Variance Adaptation")
+    results = {ORIGINAL: 60.3}
+    peft_type = None        # exported as a plain LoRA; PEFT LoRA adapters import as `lora`
 
     @classmethod
     def check_layer(cls, cfg, d_in, d_out, name):
-        if cfg.r > d_in: raise ValueError(f"EVAConfig: r={cfg.r} exceeds the input width {d_in} of {name}; use r <= {d_in}.")
+        r = cfg.rank_for(name)
+        if r > d_in: raise ValueError(f"EVAConfig: r={r} exceeds the input width {d_in} of {name}; use r <= {d_in}.")
 
     def calibrate(self, x):
         "Accumulate n, Σx and Σxxᵀ (float64) of one batch's kept input rows x (N, d_in)."

@@ -4,12 +4,13 @@
 
 # %% ../../nbs/17_hra.ipynb #de501443
 from __future__ import annotations
-import math
+import math, re
 from dataclasses import dataclass
 from typing import ClassVar
 import torch
 from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight
+from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_bool, ORIGINAL
+from ..helpers import peft_key
 
 # %% auto #0
 __all__ = ['HRAConfig', 'HRA']
@@ -21,7 +22,7 @@ def _odd_r_message(cfg) -> str:
             f"with odd r one reflection is unpaired and the model would not start at the base. Use r={cfg.r + 1} or "
             f"r={max(cfg.r - 1, 2)}, or apply_GS=True (Gram-Schmidt variant, no pairing).")
 
-@dataclass
+@dataclass(frozen=True)
 class HRAConfig(AdapterConfig):
     "HRA: x ← x H_{r-1}⋯H_0 before the frozen layer, H_i = I − 2ûᵢûᵢᵀ (alpha is unused)."
     variant: ClassVar[str] = "hra"
@@ -29,6 +30,7 @@ class HRAConfig(AdapterConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        check_bool(self, "apply_GS")
         if self.r % 2 and not self.apply_GS: raise ValueError(_odd_r_message(self))
 
 @register
@@ -36,13 +38,17 @@ class HRA(Variant):
     "A chain of r Householder reflections of the input, applied by a forward pre-hook."
     config_cls = HRAConfig
     hook = "input"
+    paper = ("2405.17484", "HRA: Householder Reflection Adaptation")
+    results = {ORIGINAL: 61.6}
+    peft_type = "HRA"
     def param_shapes(self): return {"U": (self.r, self.d_in)}
 
     @classmethod
     def check_layer(cls, cfg, d_in, d_out, name):
-        if cfg.r % 2 and not cfg.apply_GS: raise ValueError(_odd_r_message(cfg))
-        if cfg.apply_GS and cfg.r > d_in:
-            raise ValueError(f"HRAConfig(apply_GS=True): r={cfg.r} orthonormal vectors don't fit in {name}'s "
+        r = cfg.rank_for(name)
+        if r % 2 and not cfg.apply_GS: raise ValueError(_odd_r_message(cfg) + f" (layer {name}: r={r})")
+        if cfg.apply_GS and r > d_in:
+            raise ValueError(f"HRAConfig(apply_GS=True): r={r} orthonormal vectors don't fit in {name}'s "
                              f"{d_in}-dim input; use r <= {d_in}.")
 
     @torch.no_grad()
@@ -58,16 +64,31 @@ class HRA(Variant):
         T_inv = G.triu(1) + torch.diag(G.diagonal() / 2)
         return torch.linalg.solve_triangular(T_inv, torch.eye(self.r, device=G.device), upper=True).to(self.U.dtype)
 
+    def gs_Q(self) -> torch.Tensor:
+        "Q (d_in, r): orthonormal basis of span(u_i) by QR, in fp32 (no half-precision QR on CPU)."
+        U = self.U.float() / self.U.float().norm(dim=1, keepdim=True)   # (r, d_in) unit rows
+        return torch.linalg.qr(U.T).Q.to(self.U.dtype)
+
     def forward(self, x):
         xs = x.to(self.U.dtype)
         if self.cfg.apply_GS:
-            U = self.U / self.U.norm(dim=1, keepdim=True)          # (r, d_in) unit rows
-            Q = torch.linalg.qr(U.T).Q                             # (d_in, r) orthonormal basis of span(u_i)
+            Q = cached(self, "Q", self.gs_Q)                       # parameter-only: once per change when decoding
             return (xs - 2 * (xs @ Q) @ Q.T).to(x.dtype)
-        z = (xs @ self.U.T) @ self.wy_T().T                        # (..., r)
+        z = (xs @ self.U.T) @ cached(self, "T", self.wy_T).T       # (..., r)
         return (xs - z @ self.U).to(x.dtype)                       # (..., d_in) = x H_{r-1}⋯H_0, fed to the base layer
 
     def delta_weight(self, module):
         Ht = self(torch.eye(self.d_in, dtype=self.U.dtype, device=self.U.device)).float()   # rows of I reflected: Hᵀ
         W = dense_weight(module)
         return W @ Ht.T - W                                        # W (H_0⋯H_{r-1} − I), (d_out, d_in)
+
+    @classmethod
+    def peft_export(cls, cfg, layers, modules):                    # PEFT stores hra_u as (d_in, r)
+        if cfg.rank_pattern: raise ValueError("PEFT's HRA has no rank_pattern: export an HRA adapter with one rank.")
+        return (dict(peft_type="HRA", r=cfg.r, apply_GS=cfg.apply_GS, bias="none"),
+                {peft_key(n, "hra_u"): l.U.T for n, l in layers.items()})
+
+    @classmethod
+    def peft_import(cls, pc, dims, tensors, dtype):
+        cfg = cls.config_cls(r=pc["r"], apply_GS=pc.get("apply_GS", False), target_names=[f"^{re.escape(n)}$" for n in dims], exclude_names=(), dtype=dtype)
+        return cfg, {n: {"U": tensors.pop(peft_key(n, "hra_u")).T} for n in dims}

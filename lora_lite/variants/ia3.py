@@ -4,27 +4,53 @@
 
 # %% ../../nbs/14_ia3.ipynb #4448d9ca
 from __future__ import annotations
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 import torch
 from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight
+from ..core import AdapterConfig, Variant, register, dense_weight, ORIGINAL
+from ..helpers import peft_key, peft_matches
 
 # %% auto #0
-__all__ = ['IA3Config', 'IA3']
+__all__ = ['IA3Config', 'ia3_import', 'IA3']
 
 # %% ../../nbs/14_ia3.ipynb #cd9fa3ae
-@dataclass
+@dataclass(frozen=True)
 class IA3Config(AdapterConfig):
     "IA3 on attention outputs: y ⊙ l, one gain per output feature (r and alpha are unused)."
     variant: ClassVar[str] = "ia3"
     target_names: tuple = (r"k_proj", r"v_proj")
 
+def ia3_import(cls, pc, dims, tensors, dtype, ff:bool):
+    "Config and {module: {l}} from a PEFT IA3 adapter whose modules are all feed-forward (`ff`) or all not; else None."
+    is_ff = [peft_matches(pc.get("feedforward_modules") or [], n) for n in dims]
+    if any(is_ff) and not all(is_ff):
+        raise ValueError("this PEFT IA3 adapter mixes feed-forward and output-scaled modules; lora_lite has them as two "
+                         "variants (ia3_ff, ia3): split the adapter.")
+    if all(is_ff) != ff: return None
+    cfg = cls.config_cls(target_names=[f"^{re.escape(n)}$" for n in dims], exclude_names=(), dtype=dtype)
+    return cfg, {n: {"l": tensors.pop(peft_key(n, "ia3_l")).flatten()} for n in dims}
+
 @register
 class IA3(Variant):
     "Learned output gains l (d_out), applied by a forward hook; the bias is scaled too."
     config_cls = IA3Config
+    paper = ("2205.05638", "(IA)³: Few-Shot Parameter-Efficient Fine-Tuning")
+    bench = {"lr": 5e-3}
+    results = {ORIGINAL: 60.0}
+    peft_type = "IA3"
     def param_shapes(self): return {"l": (self.d_out,)}
     def init(self, module): nn.init.ones_(self.l)
     def forward(self, x, y): return (y * self.l).to(y.dtype)   # type promotion: math in the wider dtype, as PEFT
     def delta_weight(self, module): return (self.l.float() - 1)[:, None] * dense_weight(module)   # (d_out, d_in)
+    def delta_bias(self, module):                                       # the bias is scaled too
+        return None if module.bias is None else (self.l.float() - 1) * module.bias.float()
+
+    @classmethod
+    def peft_export(cls, cfg, layers, modules):
+        t = {peft_key(n, "ia3_l"): l.l[:, None] for n, l in layers.items()}   # PEFT stores (d_out, 1)
+        return dict(peft_type="IA3", feedforward_modules=[]), t
+
+    @classmethod
+    def peft_import(cls, pc, dims, tensors, dtype): return ia3_import(cls, pc, dims, tensors, dtype, ff=False)

@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from typing import ClassVar
 import torch
 from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight
+from ..core import AdapterConfig, Variant, register, dense_weight, ORIGINAL
+from ..helpers import peft_key
+from .ia3 import ia3_import
 
 # %% auto #0
 __all__ = ['IA3FFConfig', 'IA3FF']
 
 # %% ../../nbs/15_ia3_ff.ipynb #935c6050
-@dataclass
+@dataclass(frozen=True)
 class IA3FFConfig(AdapterConfig):
     "IA3 on feed-forward inputs: base(x ⊙ l), one gain per input feature (r and alpha are unused)."
     variant: ClassVar[str] = "ia3_ff"
@@ -25,7 +27,19 @@ class IA3FF(Variant):
     "Learned input gains l (d_in), applied by a forward pre-hook."
     config_cls = IA3FFConfig
     hook = "input"
+    paper = ("2205.05638", "(IA)³ on feed-forward inputs")
+    bench = {"lr": 5e-3}
+    results = {ORIGINAL: 61.4}
+    peft_type = "IA3"
     def param_shapes(self): return {"l": (self.d_in,)}
     def init(self, module): nn.init.ones_(self.l)
     def forward(self, x): return (x.to(self.l.dtype) * self.l).to(x.dtype)   # (..., d_in), fed to the base layer
     def delta_weight(self, module): return dense_weight(module) * (self.l.float() - 1)   # (d_out, d_in)
+
+    @classmethod
+    def peft_export(cls, cfg, layers, modules):
+        t = {peft_key(n, "ia3_l"): l.l[None, :] for n, l in layers.items()}   # PEFT stores (1, d_in)
+        return dict(peft_type="IA3", feedforward_modules=list(layers)), t
+
+    @classmethod
+    def peft_import(cls, pc, dims, tensors, dtype): return ia3_import(cls, pc, dims, tensors, dtype, ff=True)

@@ -4,43 +4,60 @@
 
 # %% ../../nbs/10_lora.ipynb #697ca244
 from __future__ import annotations
-import math
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register
+from ..core import RsLoRAConfig, Variant, register, check_float, ORIGINAL
+from ..helpers import init_lora, lora_to_peft, peft_key
 
 # %% auto #0
-__all__ = ['LoRAConfig', 'LoRA']
+__all__ = ['LoRAConfig', 'LoRA', 'lora_peft_config', 'lora_tensors']
 
 # %% ../../nbs/10_lora.ipynb #a3d41792
-@dataclass
-class LoRAConfig(AdapterConfig):
+@dataclass(frozen=True)
+class LoRAConfig(RsLoRAConfig):
     "LoRA: y + s·(drop(x)Aᵀ)Bᵀ."
     variant: ClassVar[str] = "lora"
-    use_rslora: bool = False   # s = alpha/sqrt(r) instead of alpha/r
     dropout: float = 0.0       # dropout probability on the adapter input
 
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0 <= self.dropout < 1: raise ValueError(f"{type(self).__name__}: dropout must be in [0, 1), got {self.dropout!r}.")
-
-    def scaling(self, r:int) -> float: return self.alpha / (math.sqrt(r) if self.use_rslora else r)
+    def __post_init__(self): super().__post_init__(); check_float(self, "dropout", 0, 1, hi_open=True)
 
 @register
 class LoRA(Variant):
     "Low-rank update ΔW = s·BA, applied as a forward hook."
     config_cls = LoRAConfig
+    paper = ("2106.09685", "LoRA: Low-Rank Adaptation of Large Language Models")
+    results = {ORIGINAL: 63.2, "PEFT · Llama-3.2-3B": 47.8}
+    peft_type = "LORA"
     def param_shapes(self): return {"A": (self.r, self.d_in), "B": (self.d_out, self.r)}
-
-    def init(self, module):
-        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
-        nn.init.zeros_(self.B)
+    def init(self, module): init_lora(self.A, self.B)
 
     def forward(self, x, y):
         x = F.dropout(x.to(self.A.dtype), self.cfg.dropout, self.training)
         return (y + self.scale * (x @ self.A.T) @ self.B.T).to(y.dtype)   # (..., d_out)
 
     def delta_weight(self, module): return self.scale * self.B @ self.A   # (d_out, d_in)
+
+    @classmethod
+    def peft_export(cls, cfg, layers, modules):
+        return lora_to_peft(cfg, {n: (l.A, l.B, l.scale) for n, l in layers.items()}, cfg.use_rslora)
+
+    @classmethod
+    def peft_import(cls, pc, dims, tensors, dtype):
+        if pc.get("use_dora"): return None                      # the dora variant's
+        return lora_peft_config(cls, pc, dims, dtype, dropout=pc.get("lora_dropout", 0.0)), lora_tensors(tensors, dims)
+
+# %% ../../nbs/10_lora.ipynb #d83fc7b6
+def lora_peft_config(cls, pc:dict, dims:dict, dtype, **extra):
+    "A lora_lite config of variant class `cls` from a PEFT LORA config (rank/alpha patterns included)."
+    return cls.config_cls(r=pc["r"], alpha=pc.get("lora_alpha", 8), use_rslora=pc.get("use_rslora", False),
+                          rank_pattern=pc.get("rank_pattern") or {}, alpha_pattern=pc.get("alpha_pattern") or {},
+                          target_names=[f"^{re.escape(n)}$" for n in dims], exclude_names=(), dtype=dtype, **extra)
+
+def lora_tensors(tensors:dict, dims:dict, more:dict={}) -> dict:
+    "{module: {A, B, ...}} popped from a PEFT LoRA state dict (`more`: extra PEFT suffix -> our name)."
+    keys = {"lora_A.weight": "A", "lora_B.weight": "B", **more}
+    return {n: {ours: tensors.pop(peft_key(n, k)) for k, ours in keys.items()} for n in dims}

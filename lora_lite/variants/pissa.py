@@ -4,40 +4,30 @@
 
 # %% ../../nbs/11_pissa.ipynb #f8e3588d
 from __future__ import annotations
-import math
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
 from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight
+from ..core import RsLoRAConfig, Variant, register, dense_weight, check_int, ORIGINAL
+from ..helpers import check_rank, top_svd, lora_to_peft
 
 # %% auto #0
 __all__ = ['PiSSAConfig', 'principal_factors', 'PiSSA']
 
 # %% ../../nbs/11_pissa.ipynb #815102d9
-@dataclass
-class PiSSAConfig(AdapterConfig):
+@dataclass(frozen=True)
+class PiSSAConfig(RsLoRAConfig):
     "PiSSA: LoRA started on the top-r SVD of W; y + s·x(BA − B0A0)ᵀ with frozen A0, B0."
     variant: ClassVar[str] = "pissa"
     niter: Optional[int] = None   # None: full torch.linalg.svd; k: torch.svd_lowrank with k subspace iterations
-    use_rslora: bool = False      # s = alpha/sqrt(r) instead of alpha/r
 
     def __post_init__(self):
         super().__post_init__()
-        if self.niter is not None and (isinstance(self.niter, bool) or not isinstance(self.niter, int) or self.niter < 0):
-            raise ValueError(f"{type(self).__name__}: niter must be None (full SVD) or an integer >= 0, got {self.niter!r}.")
-
-    def scaling(self, r:int) -> float: return self.alpha / (math.sqrt(r) if self.use_rslora else r)
+        if self.niter is not None: check_int(self, "niter", 0)
 
 def principal_factors(W:torch.Tensor, r:int, s:float, niter:Optional[int]=None) -> tuple:
     "(A0, B0) with s·B0A0 = the rank-r SVD truncation of W (fp32); randomised `svd_lowrank` when `niter` is set."
-    W = W.float()
-    if niter is None:
-        U, S, Vh = torch.linalg.svd(W, full_matrices=False)
-        U, S, Vh = U[:, :r], S[:r], Vh[:r]
-    else:
-        U, S, V = torch.svd_lowrank(W, q=r, niter=niter)
-        Vh = V.T
+    U, S, Vh = top_svd(W, r, niter)
     root = (S / s).sqrt()                      # (r,)
     return root[:, None] * Vh, U * root        # A0 (r, d_in), B0 (d_out, r)
 
@@ -45,14 +35,14 @@ def principal_factors(W:torch.Tensor, r:int, s:float, niter:Optional[int]=None) 
 class PiSSA(Variant):
     "LoRA on W's principal subspace; the frozen principal factors live in buffers, the base is never written."
     config_cls = PiSSAConfig
+    paper = ("2404.02948", "PiSSA: Principal Singular Values and Singular Vectors Adaptation")
+    results = {ORIGINAL: 63.2}
     def param_shapes(self): return {"A": (self.r, self.d_in), "B": (self.d_out, self.r)}
     def buffer_shapes(self): return {"A0": (self.r, self.d_in), "B0": (self.d_out, self.r)}
 
     @classmethod
     def check_layer(cls, cfg, d_in, d_out, name):
-        if cfg.r > min(d_in, d_out):
-            raise ValueError(f"PiSSA: r={cfg.r} exceeds min(d_in, d_out)={min(d_in, d_out)} of {name} ({d_in}->{d_out}); "
-                             f"a rank-r SVD needs r <= {min(d_in, d_out)}. Lower r or leave this layer out of target_names.")
+        check_rank(cfg, cfg.rank_for(name), d_in, d_out, name)
 
     def init(self, module):
         A0, B0 = principal_factors(dense_weight(module), self.r, self.scale, self.cfg.niter)
@@ -64,3 +54,9 @@ class PiSSA(Variant):
         return (y + self.scale * delta).to(y.dtype)
 
     def delta_weight(self, module): return self.scale * (self.B @ self.A - self.B0 @ self.A0)   # (d_out, d_in)
+
+    @classmethod
+    def peft_export(cls, cfg, layers, modules):
+        "Rank 2r relative to the original W: s(BA − B0A0) = s[B, −B0][A; A0]."
+        return lora_to_peft(cfg, {n: (torch.cat([l.A, l.A0]), torch.cat([l.B, -l.B0], 1), l.scale) for n, l in layers.items()},
+                            cfg.use_rslora)
