@@ -29,8 +29,18 @@ def _to(batch, device):
     if torch.is_tensor(batch): return batch.to(device)
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
+def _check_ids(model, batch, i):
+    "Refuse token ids outside the model's vocabulary (the embedding would raise an IndexError deep in the model)."
+    ids = batch if torch.is_tensor(batch) else batch.get("input_ids")
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab is None or ids is None or ids.is_floating_point() or ids.numel() == 0: return
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= vocab:
+        raise ValueError(f"calibration batch {i} has token ids in [{lo}, {hi}] but the model's vocabulary is 0..{vocab - 1}; "
+                         "tokenize the calibration data with this model's tokenizer.")
+
 def capture(model:nn.Module, modules:dict, data:Iterable, fn:Callable, desc:str="calibrating"):
-    "Run `model` on each batch of `data`; call `fn(name, x)` with the masked inputs (N, d_in) of each module in `modules`."
+    "Run `model` (eval mode, no grad, buffers untouched) on each batch of `data`; call `fn(name, x)` with the masked inputs (N, d_in) of each module."
     device = next(model.parameters()).device
     cur = {}                                           # the current batch's token mask, shared with the hooks
     def make_hook(name):
@@ -42,14 +52,18 @@ def capture(model:nn.Module, modules:dict, data:Iterable, fn:Callable, desc:str=
                 x = x[keep]
             fn(name, x.detach().reshape(-1, x.shape[-1]).float())
         return hook
+    modes = {m: m.training for m in model.modules()}
+    buffers = {n: b.clone() for n, b in model.named_buffers()}   # a model may write buffers even in eval mode: put them back
     handles = [m.register_forward_pre_hook(make_hook(n)) for n, m in modules.items()]
     n_batches = 0
     try:
+        model.eval()
         it = tqdm(data, desc=desc, leave=False) if tqdm is not None else data
         with torch.no_grad():
             for batch in it:
                 if not (torch.is_tensor(batch) or isinstance(batch, dict)):
                     raise TypeError(f"calibration batches must be tensors or dicts of tensors, got {type(batch).__name__}")
+                _check_ids(model, batch, n_batches)
                 batch = _to(batch, device)
                 cur["keep"] = token_mask(batch)
                 if torch.is_tensor(batch): model(batch)
@@ -57,23 +71,31 @@ def capture(model:nn.Module, modules:dict, data:Iterable, fn:Callable, desc:str=
                 n_batches += 1
     finally:
         for h in handles: h.remove()
+        for m, t in modes.items(): m.training = t
+        with torch.no_grad():
+            for n, b in model.named_buffers():
+                if n in buffers and not torch.equal(b, buffers[n]): b.copy_(buffers[n])
     if n_batches == 0: raise ValueError("calibration_data is empty: give at least one batch.")
     return n_batches
 
 # %% ../nbs/02_calibrate.ipynb #3b18fad5
 class Covariance:
-    "Running uncentred covariance E[x xᵀ] of rows x (N, d), accumulated in float64."
-    def __init__(self): self.S, self.n = None, 0
+    "Running second moments of rows x (N, d) in float64: n, Σx, Σxxᵀ; `value()` is E[xxᵀ] (or the centred covariance)."
+    def __init__(self): self.S, self.s, self.n = None, None, 0
     def update(self, x:torch.Tensor):
         x = x.double()
-        self.S = x.T @ x if self.S is None else self.S + x.T @ x   # (d, d)
+        if self.S is None: self.S, self.s = x.new_zeros(x.shape[1], x.shape[1]), x.new_zeros(x.shape[1])
+        self.S += x.T @ x                                   # (d, d)
+        self.s += x.sum(0)                                  # (d,)
         self.n += x.shape[0]
-    def value(self) -> torch.Tensor:
+    def value(self, center:bool=False, dtype=torch.float32) -> torch.Tensor:
+        "E[x xᵀ], or E[x xᵀ] − E[x]E[x]ᵀ with `center`, in `dtype`."
         if not self.n: raise ValueError("no tokens were kept for this layer (every token masked?)")
-        return (self.S / self.n).float()
+        C = self.S / self.n
+        return (C - torch.outer(self.s / self.n, self.s / self.n) if center else C).to(dtype)
 
 def covariance(model:nn.Module, modules:dict, data:Iterable) -> dict:
-    "{name: E[x xᵀ] (d_in, d_in)} of each module's input over the kept tokens of `data`."
+    "{name: E[x xᵀ] (d_in, d_in), fp32} of each module's input over the kept tokens of `data`."
     acc = {n: Covariance() for n in modules}
     capture(model, modules, data, lambda n, x: acc[n].update(x), desc="covariance")
     return {n: a.value() for n, a in acc.items()}

@@ -15,7 +15,7 @@ from .core import AdapterConfig, dense_weight, variant_class
 from .attach import attach, detach, save, load, adapter_layers, is_attached
 
 # %% auto #0
-__all__ = ['QWEN3_0P6B', 'ToyBlock', 'ToyModel', 'toy_model', 'check_variant', 'qwen3_params']
+__all__ = ['QWEN3_0P6B', 'ToyBlock', 'ToyModel', 'toy_model', 'snapshot', 'assert_unchanged', 'check_variant', 'qwen3_params']
 
 # %% ../nbs/03_checks.ipynb #fa97220d
 class ToyBlock(nn.Module):
@@ -48,6 +48,26 @@ def toy_model(d:int=32, n_layers:int=2, seed:int=0) -> ToyModel:
     torch.manual_seed(seed)
     return ToyModel(d, n_layers)
 
+# %% ../nbs/03_checks.ipynb #52b17a8a
+def snapshot(model:nn.Module) -> dict:
+    "Everything a failed attach or a detach must leave as it was: tensors (values, dtypes), requires_grad, hooks, module tree, modes."
+    return {"state": {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()},
+            "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+            "modules": [(n, type(m).__name__, m.training) for n, m in model.named_modules()],
+            "hooks": {n: (list(m._forward_hooks.values()), list(m._forward_pre_hooks.values())) for n, m in model.named_modules()},
+            "attached": is_attached(model)}
+
+def assert_unchanged(model:nn.Module, snap:dict, when:str="model"):
+    "Assert `model` matches `snapshot` `snap` exactly; the message names what changed."
+    now = snapshot(model)
+    assert now["modules"] == snap["modules"], f"{when}: module tree or train/eval flags changed"
+    assert now["hooks"] == snap["hooks"], f"{when}: hooks changed on {[n for n in snap['hooks'] if now['hooks'].get(n) != snap['hooks'][n]][:3]}"
+    assert now["attached"] == snap["attached"], f"{when}: attached state changed"
+    assert now["requires_grad"] == snap["requires_grad"], f"{when}: requires_grad flags changed"
+    assert now["state"].keys() == snap["state"].keys(), f"{when}: state_dict keys changed: {sorted(now['state'].keys() ^ snap['state'].keys())[:4]}"
+    for k, v in snap["state"].items():
+        assert now["state"][k].dtype == v.dtype and torch.equal(now["state"][k], v), f"{when}: {k} changed"
+
 # %% ../nbs/03_checks.ipynb #caa40267
 def _out(model, x):
     "Model output as a tensor (the `.logits` of a `transformers` model)."
@@ -59,15 +79,6 @@ def _default_input(model):
     if hasattr(getattr(model, "config", None), "vocab_size"): return torch.randint(0, model.config.vocab_size, (2, 6))
     return torch.randn(2, 6, model.layers[0].self_attn.q_proj.in_features)
 
-def _snapshot(model): return {n: (p.detach().clone(), p.requires_grad) for n, p in model.named_parameters()}
-
-def _assert_base_equal(model, snap, when):
-    now = dict(model.named_parameters())
-    assert set(now) == set(snap), f"{when}: parameter names changed: {sorted(set(now) ^ set(snap))[:4]}"
-    for n, (v, rg) in snap.items():
-        assert torch.equal(now[n], v), f"{when}: base parameter {n} changed"
-        assert now[n].requires_grad == rg, f"{when}: requires_grad of {n} changed"
-
 def check_variant(cfg:AdapterConfig, model:Optional[nn.Module]=None, x:Optional[torch.Tensor]=None,
                   calibration_data=None, identity_atol:Optional[float]=1e-6, init_bound:Optional[float]=None,
                   dense_atol:float=1e-5, perturb:float=0.1, seed:int=0) -> dict:
@@ -76,7 +87,7 @@ def check_variant(cfg:AdapterConfig, model:Optional[nn.Module]=None, x:Optional[
     model = toy_model() if model is None else model
     x = _default_input(model) if x is None else x
     model.eval()
-    snap, y0 = _snapshot(model), _out(model, x).detach()
+    snap, y0 = snapshot(model), _out(model, x).detach()
     if calibration_data is None and getattr(type(cfg), "variant", None):
         from lora_lite.core import variant_class
         if variant_class(cfg.variant).needs_calibration: calibration_data = [_default_input(model) for _ in range(4)]
@@ -122,11 +133,11 @@ def check_variant(cfg:AdapterConfig, model:Optional[nn.Module]=None, x:Optional[
         detach(model)
         # 5. detach restores the base exactly
         assert torch.equal(_out(model, x), y0), "detach: outputs differ from the base model"
-        _assert_base_equal(model, snap, "detach")
+        assert_unchanged(model, snap, "detach")
         load(model, f)
     assert torch.equal(_out(model, x).detach(), y1), "save -> load: outputs differ"
     detach(model)
-    _assert_base_equal(model, snap, "detach after load")
+    assert_unchanged(model, snap, "detach after load")
     return out
 
 # %% ../nbs/03_checks.ipynb #17eb4d7b

@@ -7,29 +7,7 @@ import pytest, torch
 import lora_lite as ll
 
 torch.set_num_threads(1)   # tiny models: one thread is fastest, and two threads on a loaded 2-core box are far slower
-from lora_lite.checks import tiny_qwen3, toy_model
-
-
-def snapshot(model):
-    "Everything detach/failed-attach must leave unchanged: tensors, requires_grad, hooks, module tree."
-    return {"params": {n: (p.detach().clone(), p.requires_grad) for n, p in model.named_parameters()},
-            "buffers": {n: b.detach().clone() for n, b in model.named_buffers()},
-            "modules": [n for n, _ in model.named_modules()],
-            "hooks": sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()),
-            "attached": ll.is_attached(model)}
-
-
-def assert_unchanged(model, snap):
-    now = snapshot(model)
-    assert now["modules"] == snap["modules"], "module tree changed"
-    assert now["hooks"] == snap["hooks"], "hooks changed"
-    assert now["attached"] == snap["attached"]
-    assert now["params"].keys() == snap["params"].keys()
-    for n, (v, rg) in snap["params"].items():
-        assert torch.equal(now["params"][n][0], v), f"{n} changed"
-        assert now["params"][n][1] == rg, f"requires_grad of {n} changed"
-    for n, v in snap["buffers"].items():
-        assert torch.equal(now["buffers"][n], v), f"buffer {n} changed"
+from lora_lite.checks import tiny_qwen3, toy_model, snapshot, assert_unchanged   # the strict comparison (tensors+dtypes, flags, hooks, tree, modes)
 
 
 def token_batches(vocab=128, n=3, bs=2, T=12, seed=0):

@@ -9,6 +9,7 @@ from typing import ClassVar, Optional
 import torch
 from torch import nn
 from ..core import register, check_float, check_bool, ORIGINAL
+from ..calibrate import Covariance
 from .lora import LoRAConfig, LoRA
 
 # %% auto #0
@@ -46,24 +47,20 @@ class EVA(LoRA):
         if r > d_in: raise ValueError(f"EVAConfig: r={r} exceeds the input width {d_in} of {name}; use r <= {d_in}.")
 
     def calibrate(self, x):
-        "Accumulate n, Σx and Σxxᵀ (float64) of one batch's kept input rows x (N, d_in)."
+        "Accumulate the second moments (calibrate.Covariance, float64) of one batch's kept input rows x (N, d_in)."
         if not torch.isfinite(x).all():
             raise ValueError(f"EVA: calibration inputs of a {self.d_in}->{self.d_out} layer contain NaN/inf; "
                              "check the model and the calibration batches (dtype overflow?).")
-        x = x.double()
-        if not hasattr(self, "_n"): self._n, self._sx, self._sxx = 0, x.new_zeros(self.d_in), x.new_zeros(self.d_in, self.d_in)
-        self._n, self._sx, self._sxx = self._n + x.shape[0], self._sx + x.sum(0), self._sxx + x.T @ x
+        self.__dict__.setdefault("_cov", Covariance()).update(x)
 
     def _eig(self, name):
         "Eigen-decompose the accumulated covariance: (λ descending, Q columns)."
-        n = getattr(self, "_n", 0)
+        cov = self.__dict__.pop("_cov", None) or Covariance()
+        n = self._n = cov.n
         if n < self.r:
             raise ValueError(f"EVA: layer {name} kept {n} calibration tokens (after masking pads and labels == -100), "
                              f"fewer than r={self.r}; give more calibration data or a smaller r.")
-        C = self._sxx / n
-        if self.cfg.center: C = C - torch.outer(self._sx / n, self._sx / n)
-        lam, Q = torch.linalg.eigh(C)
-        del self._sx, self._sxx
+        lam, Q = torch.linalg.eigh(cov.value(self.cfg.center, torch.float64))
         return lam.flip(0).clamp_min(0), Q.flip(1)
 
     @classmethod
