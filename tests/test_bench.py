@@ -1,9 +1,12 @@
 "The GSM8K benchmark (lora_lite.bench): scoring, data, masking, the synthetic set, local paper-format data, the CLI, DDP."
-import json, os, subprocess, sys, time
+import json, os, stat, subprocess, sys, time, types
 from pathlib import Path
 import pytest, torch
 import lora_lite as ll
-from lora_lite import bench as B
+from lora_lite.bench import data, train, evaluate, report, run, cli as bench_cli
+
+# the package's public names in one namespace (each name lives in exactly one module)
+B = types.SimpleNamespace(**{k: getattr(m, k) for m in (data, train, evaluate, report, run, bench_cli) for k in m.__all__})
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
@@ -154,13 +157,33 @@ def test_paper_preset_end_to_end_on_local_model_and_data(paper_files, tmp_path):
 
 
 # ---------- variants, settings, quantization (in-process, few steps)
-def test_variant_defaults_table():
-    assert B.variant_defaults("lora") == {"lr": 1e-4, "r": 32, "alpha": 64.0}
-    assert B.variant_defaults("delora")["lr"] == 1e-3 and B.variant_defaults("ia3_ff")["lr"] == 5e-3
-    assert B.variant_defaults("antipasto_rot") == {"lr": 5e-3, "r": 256, "alpha": 64.0}
-    assert B.variant_defaults("pissa")["alpha"] == 64.0            # DESIGN §5: r=32, alpha=64 for the LoRA family
-    assert B.variant_defaults("some_future_variant") == {"lr": 1e-4, "r": 32, "alpha": 64.0}
-    assert B.variant_defaults("antipasto", "smoke")["r"] == 64 and B.variant_defaults("lora", "smoke")["r"] == 8
+def _lra(v, preset="paper", **flags):
+    s = B.Settings.build(preset, v, **flags)
+    return {"lr": s.lr, "r": s.r, "alpha": s.alpha}
+
+
+def test_settings_preset_variant_flags():
+    "preset ⊕ the variant's class-declared `bench` ⊕ flags, for every registered variant (no table in the benchmark)."
+    paper = {k: B.PRESETS["paper"][k] for k in ("lr", "r", "alpha")}
+    for v, cls in ll.VARIANTS.items():
+        assert _lra(v) == paper | dict(cls.bench), v                       # whatever the class declares, nothing else
+        assert _lra(v, "smoke") == {"lr": 2e-2, "r": 8, "alpha": 16.0}    # smoke: one setting for every method
+    assert _lra("lora") == {"lr": 1e-4, "r": 32, "alpha": 64.0}           # DESIGN §5: r=32, alpha=64 by default
+    assert _lra("delora", lr=0.3, r=4) == {"lr": 0.3, "r": 4, "alpha": 64.0}   # flags win
+    assert B.Settings.build("probe").r == 8 and B.Settings.build("probe").layers == (0,)   # every preset key is read
+    assert B.Settings.build(clip=0.5).clip == 0.5 and B.Settings.build().clip == 1.0
+
+
+def test_design_per_variant_defaults():
+    "DESIGN §5's per-method learning rates and ranks, as the variants declare them on their classes."
+    assert _lra("delora")["lr"] == 1e-3 and _lra("ia3")["lr"] == 5e-3 and _lra("ia3_ff")["lr"] == 5e-3
+    for v in ["antipasto", "antipasto_corda", "antipasto_rot", "antipasto_ablate", "antipasto_arrow"]:
+        assert _lra(v) == {"lr": 5e-3, "r": 256, "alpha": 64.0}, v
+
+
+def test_variant_bench_with_unknown_key_is_refused(monkeypatch):
+    monkeypatch.setattr(ll.VARIANTS["lora"], "bench", {"lr": 1e-3, "learning_rate": 1})
+    with pytest.raises(ValueError, match="not benchmark settings"): B.Settings.build("paper", "lora")
 
 
 def _quick(tmp_path, *args):
@@ -205,6 +228,12 @@ def test_cli_smoke_run(smoke_run):
     assert res["loss_last"] < res["loss_first"] - 0.3, res["losses"]        # training works
     assert len(res["samples"]) == 3 and {"generation", "pred", "gold", "correct"} <= set(res["samples"][0])
     assert "GSM8K" in p.stdout and not list(out.rglob(".*tmp*"))            # no temp files left behind
+    assert res["reload_max_diff"] == 0.0 and res["adapter_effect"] > 0 and res["eval_tokens_per_s"] > 0 and res["eval_gen_tokens"] > 0
+    assert "world size 1 (one process)" in p.stdout
+    assert "~0% is expected here" in p.stdout and f"OK: the training loss fell from {res['loss_first']:.2f} to {res['loss_last']:.2f}" in p.stdout
+    assert "reloads exactly" in p.stdout and f"Next: `lora-lite-bench --report {out}`" in p.stdout and "--preset paper" in p.stdout
+    umask = os.umask(0); os.umask(umask)
+    for f in out.rglob("*.*"): assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask, f      # 0644, not mkstemp's 0600
     model = B.tiny_model()                                                  # the adapter reloads
     cfg = ll.load(model, f.parent / "adapter.safetensors")
     assert cfg.variant == "lora" and cfg.r == 8 and sum(p.numel() for p in model.parameters() if p.requires_grad) == 7168
@@ -215,18 +244,19 @@ def test_cli_report(smoke_run, tmp_path, capsys):
     assert B.main(["--variant", "none", "--out", str(out), "--max-eval-samples", "3", "--max-new-tokens", "5", "--no-progress"]) == 0
     capsys.readouterr()
     assert B.main(["--report", str(out)]) == 0
-    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("|")]
+    printed = capsys.readouterr().out
+    lines = [l for l in printed.splitlines() if l.startswith("|")]
     assert lines[0].startswith("| Variant | GSM8K % | Params | Peak mem") and len(lines) == 4
+    assert f"wrote {out / 'report.md'}, {out / 'pareto.png'}" in printed
     assert any(l.startswith("| lora | ") and "| 7.17K |" in l for l in lines) and any(l.startswith("| none | 0.0% | 0 |") for l in lines)
     assert (out / "report.md").read_text().splitlines()[0] == lines[0] and (out / "pareto.png").stat().st_size > 1000
-    with pytest.raises(SystemExit) as e: B.main(["--report", str(tmp_path)])
-    assert e.value.code == 2 and "no result.json" in capsys.readouterr().err
+    assert B.main(["--report", str(tmp_path)]) == 2 and "no result.json" in capsys.readouterr().err
 
 
 def test_cli_unknown_variant(capsys):
-    with pytest.raises(SystemExit) as e: B.main(["--variant", "lora,nope"])
+    code = B.main(["--variant", "lora,nope"])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and "unknown variant 'nope'" in err and "known variants: " in err and "lora" in err
+    assert code == 2 and "unknown variant 'nope'" in err and "known variants: " in err and "lora" in err
 
 
 def test_cli_paper_offline_fails_fast(tmp_path):
@@ -245,6 +275,7 @@ def test_ddp_two_processes_match_one(tmp_path):
     assert B.main(["--out", str(tmp_path / "one"), *args]) == 0
     (fd,), (f1,) = list((tmp_path / "ddp").rglob("result.json")), list((tmp_path / "one").rglob("result.json"))
     rd, r1 = json.loads(fd.read_text()), json.loads(f1.read_text())
+    assert "world size 2 (2 processes)" in ddp.stdout and "warning" not in ddp.stderr
     assert rd["world_size"] == 2 and r1["world_size"] == 1 and rd["ddp_rank_max_diff"] == 0.0   # ranks identical
     assert rd["n_eval"] == 4 and len(list((tmp_path / "ddp").rglob("result.json"))) == 1      # eval sharded, rank 0 writes
     _, td = ll.read_adapter(fd.parent / "adapter.safetensors")
@@ -263,18 +294,18 @@ def test_batched_left_padded_generation_matches_one_by_one():
             if p.requires_grad: p.add_(0.3 * torch.randn(p.shape, generator=g))
     rows = B.read_jsonl(B.synth_path("test"))[:6]
     assert len({len(r["question"]) for r in rows}) > 1
-    a = B.evaluate(model, tok, rows, batch_size=6, max_new_tokens=16, progress=False, n_samples=6)
-    b = B.evaluate(model, tok, rows, batch_size=1, max_new_tokens=16, progress=False, n_samples=6)
+    a = B.evaluate(model, tok, rows, batch_size=6, max_new_tokens=16, progress=False, n_samples=6, sort=False, stop=False)
+    b = B.evaluate(model, tok, rows, batch_size=1, max_new_tokens=16, progress=False, n_samples=6, sort=False, stop=False)
     assert [s["generation"] for s in a["samples"]] == [s["generation"] for s in b["samples"]]
     assert a["n_eval"] == 6 and [s["gold"] for s in a["samples"]] == [B.extract_answer(r["answer"]) for r in rows]
 
 
-def test_variant_all_continues_past_a_failing_variant(tmp_path, capsys):
-    "--variant a,b: a variant that can't attach is reported and the others still run (exit code 1)."
+def test_variant_that_cannot_attach_stops_before_training(tmp_path, capsys):
+    "--variant a,b: a variant whose config the model can't take is a usage error before any training (exit code 2)."
     code = B.main(["--variant", "hra,lora", "--r", "3", "--out", str(tmp_path), "--steps", "1", "--max-eval-samples", "1",
                    "--max-new-tokens", "2", "--no-progress"])          # HRA needs an even r
-    assert code == 1 and "hra failed" in capsys.readouterr().err
-    assert [p.parent.name.split("__")[0] for p in tmp_path.rglob("result.json")] == ["lora"]
+    err = capsys.readouterr().err
+    assert code == 2 and "--variant hra:" in err and "Traceback" not in err and not list(tmp_path.rglob("result.json"))
 
 
 # ---------- qwen-probe (the probe preset): a real model's block 0, a few steps, save, reload, compare

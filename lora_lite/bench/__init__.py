@@ -1,0 +1,3 @@
+"""The GSM8K benchmark behind `lora-lite-bench`: data -> train -> evaluate -> report -> run -> cli (nbs/90_gsm8k ... 94_bench_cli)."""
+# Written by hand (nbdev exports modules, not package files). Imports nothing heavy, so that
+# `lora-lite-bench --help` works and a missing optional dependency gives an install hint, not a traceback.
