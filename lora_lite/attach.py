@@ -48,8 +48,12 @@ def find_targets(model:nn.Module, cfg:AdapterConfig) -> list:
     return hit
 
 # %% ../nbs/01_attach.ipynb #d4c20ecb
-def _out_hook(module, args, y): return module.ll_adapter(args[0], y)
-def _in_hook(module, args): return (module.ll_adapter(args[0]),) + tuple(args[1:])
+def _out_hook(module, args, y):
+    a = module.ll_adapter
+    return a(args[0], y) if a.enabled else y
+def _in_hook(module, args):
+    a = module.ll_adapter
+    return (a(args[0]),) + tuple(args[1:]) if a.enabled else None      # None: the input is left as it is
 
 _ATTACHED = weakref.WeakSet()   # every model (root) that carries an adapter, to refuse nesting
 

@@ -163,6 +163,7 @@ class Variant(nn.Module):
     def __init__(self, cfg:AdapterConfig, d_in:int, d_out:int, r:Optional[int]=None, alpha:Optional[float]=None, device=None):
         super().__init__()
         self.cfg, self.d_in, self.d_out = cfg, d_in, d_out
+        self.enabled = True                  # False: the hook passes the base output through (`ll.disabled`)
         self.r = cfg.r if r is None else r
         self.scale = cfg.scaling(self.r, alpha)
         for k in self.knobs: setattr(self, k, getattr(cfg, k))
@@ -171,6 +172,10 @@ class Variant(nn.Module):
         for n, shape in self.buffer_shapes().items():
             self.register_buffer(n, torch.zeros(shape, dtype=cfg.dtype, device=device))
 
+    @classmethod
+    def identity_at_init(cls, cfg) -> bool:
+        "Does a fresh adapter with config `cfg` compute the base model? (False for methods off identity by design.)"
+        return True
     @classmethod
     def check_layer(cls, cfg, d_in:int, d_out:int, name:str):
         "Raise `ValueError` if a `d_out × d_in` layer called `name` can't take this adapter."

@@ -44,6 +44,9 @@ class HRA(Variant):
     def param_shapes(self): return {"U": (self.r, self.d_in)}
 
     @classmethod
+    def identity_at_init(cls, cfg): return not cfg.apply_GS      # GS: random unpaired vectors, as PEFT
+
+    @classmethod
     def check_layer(cls, cfg, d_in, d_out, name):
         r = cfg.rank_for(name)
         if r % 2 and not cfg.apply_GS: raise ValueError(_odd_r_message(cfg) + f" (layer {name}: r={r})")
