@@ -11,7 +11,8 @@ from torch import nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 from .core import AdapterConfig, Variant, VARIANTS, variant_class, get_config, is_linear_like, linear_dims, _is_bnb
-from .helpers import atomic_write
+from typing import Optional
+from .helpers import atomic_write, hub_file
 from .calibrate import capture
 
 # %% auto #0
@@ -109,6 +110,11 @@ def _install(model, cfg, layers, bnb4):
     _ATTACHED.add(model)
 
 # %% ../nbs/01_attach.ipynb #e329573e
+def _with_ranks(cfg, layers) -> AdapterConfig:
+    "`cfg` with a rank_pattern entry (exact module name, first) for every layer whose rank calibration changed (EVA)."
+    moved = {re.escape(n): l.r for n, l in layers.items() if l.r != cfg.rank_for(n)}
+    return dataclasses.replace(cfg, rank_pattern={**moved, **cfg.rank_pattern}) if moved else cfg
+
 def attach(model:nn.Module, cfg:AdapterConfig, calibration_data=None) -> list:
     "Attach the adapter described by `cfg` to `model` with forward hooks; returns the adapted module names."
     if not isinstance(cfg, AdapterConfig):
@@ -128,6 +134,7 @@ def attach(model:nn.Module, cfg:AdapterConfig, calibration_data=None) -> list:
                                      "dicts for model(**batch) or tensors) to ll.attach.")
                 capture(model, {n: model.get_submodule(n) for n in layers}, calibration_data, lambda n, x: layers[n].calibrate(x))
                 V.after_calibration(layers)
+                cfg = _with_ranks(cfg, layers)
             elif calibration_data is not None:
                 warnings.warn(f"variant {cfg.variant!r} does not use calibration_data; it is ignored.")
             with torch.no_grad():
@@ -215,8 +222,7 @@ def save(model:nn.Module, path) -> Path:
     names = _state(model, "save")["names"]
     tensors = {f"{n}.{k}": v.detach().contiguous() for n, l in layers.items() for k, v in l.state_dict().items()}
     meta = {"format": "lora_lite", "format_version": str(FORMAT_VERSION), "lora_lite_version": _version(),
-            "variant": cfg.variant, "config": json.dumps(cfg.to_dict()), "targets": json.dumps(names),
-            "ranks": json.dumps({n: l.r for n, l in layers.items() if l.r != cfg.rank_for(n)})}
+            "variant": cfg.variant, "config": json.dumps(cfg.to_dict()), "targets": json.dumps(names)}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 # %% ../nbs/01_attach.ipynb #fadcf2bb
@@ -254,9 +260,11 @@ def _plan(meta, path) -> tuple:
     return cfg, names, ranks
 
 # %% ../nbs/01_attach.ipynb #daee11e6
-def load(model:nn.Module, path) -> AdapterConfig:
-    "Attach the adapter saved in `path` to `model` (no calibration data needed) and load its tensors; returns its config."
+def load(model:nn.Module, path, revision:Optional[str]=None, subfolder:Optional[str]=None,
+         filename:str="adapter.safetensors") -> AdapterConfig:
+    "Attach the adapter saved in `path` (a file, or a folder / Hub repo holding `filename`) and load its tensors; returns its config."
     _refuse_nesting(model, "load")
+    if not Path(path).is_file(): path = hub_file(path, filename, revision, subfolder)
     meta, tensors = read_adapter(path)
     cfg, names, ranks = _plan(meta, path)
     if missing := [n for n in names if not isinstance(_get(model, n), nn.Module) or not is_linear_like(_get(model, n))]:

@@ -12,7 +12,7 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['check_rank', 'init_lora', 'top_svd', 'low_rank', 'peft_key', 'lora_to_peft', 'peft_matches', 'atomic_write',
-           'tiny_qwen3']
+           'tiny_qwen3', 'hub_file']
 
 # %% ../nbs/04_helpers.ipynb #fd28c89e
 def check_rank(cfg, r:int, d_in:int, d_out:int, name:str):
@@ -86,10 +86,27 @@ def atomic_write(path, write) -> Path:
 
 # %% ../nbs/04_helpers.ipynb #a0c1e008
 def tiny_qwen3(hidden:int=64, n_layers:int=2, vocab:int=128, seed:int=0, **kw):
-    "A tiny random `transformers` Qwen3ForCausalLM built from a config (offline; needs `transformers`)."
+    "A tiny random `transformers` Qwen3ForCausalLM built from a config (offline; needs `transformers`); `kw` overrides config fields."
     from transformers import Qwen3Config, Qwen3ForCausalLM
     torch.manual_seed(seed)
-    cfg = Qwen3Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=n_layers,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4, max_position_embeddings=256,
-                      tie_word_embeddings=False, **kw)
-    return Qwen3ForCausalLM(cfg).eval()
+    fields = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=n_layers,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4, max_position_embeddings=256,
+                  tie_word_embeddings=False)
+    return Qwen3ForCausalLM(Qwen3Config(**{**fields, **kw})).eval()
+
+# %% ../nbs/04_helpers.ipynb #deec8285
+def hub_file(path, filename:str, revision:Optional[str]=None, subfolder:Optional[str]=None) -> Path:
+    "The local file `filename` of a folder `path`, or of Hub repo `path` (downloaded or from the cache)."
+    local = Path(path) / (subfolder or "") / filename
+    if Path(path).exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)):
+        return local
+    try: from huggingface_hub import hf_hub_download
+    except ImportError: raise FileNotFoundError(f"{path} is not a local folder, and fetching it from the Hub needs "
+                                                "huggingface_hub: pip install huggingface_hub") from None
+    try: return Path(hf_hub_download(str(path), filename, revision=revision, subfolder=subfolder))
+    except Exception as e:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        hint = ("HF_HUB_OFFLINE is set and the file is not in the local cache; unset it or pass a local path."
+                if offline else "check the repo id, revision and subfolder, and your network / login.")
+        raise FileNotFoundError(f"couldn't fetch {filename} from the Hub repo {path!r}"
+                                f"{f' (revision {revision})' if revision else ''}: {type(e).__name__}. {hint}") from None

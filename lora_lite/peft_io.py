@@ -11,7 +11,8 @@ from torch import nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 from .core import VARIANTS, Variant, is_linear_like, linear_dims
-from .helpers import atomic_write, peft_matches
+from typing import Optional
+from .helpers import atomic_write, peft_matches, hub_file
 from .attach import attach, detach, adapter_layers, adapter_config, block_index, _state, _refuse_nesting
 
 # %% auto #0
@@ -101,10 +102,11 @@ def _import_plan(pc, dims, tensors, d) -> tuple:
     if rest: raise ValueError(f"{d}: unexpected tensors for a {t} adapter on this model's targets: {sorted(rest)[:3]}.")
     return plan
 
-def from_peft(model:nn.Module, peft_dir):
-    "Attach the lora_lite variant matching a PEFT adapter folder and load its tensors; returns the config."
-    d = Path(peft_dir)
+def from_peft(model:nn.Module, peft_dir, revision:Optional[str]=None, subfolder:Optional[str]=None):
+    "Attach the lora_lite variant matching a PEFT adapter folder (or Hub repo) and load its tensors; returns the config."
     _refuse_nesting(model, "from_peft")
+    d = hub_file(peft_dir, "adapter_config.json", revision, subfolder).parent
+    if d != Path(peft_dir) / (subfolder or ""): hub_file(peft_dir, "adapter_model.safetensors", revision, subfolder)
     pc, tensors = _read_peft(d)
     _refuse(pc, d)
     names = _peft_targets(model, pc)

@@ -10,7 +10,8 @@ from peft import PeftModel, get_peft_model, LoraConfig, IA3Config, HRAConfig, De
 
 SMALL = dict(lora=dict(r=4), pissa=dict(r=4), dora=dict(r=4), delora=dict(r=4), ia3={}, ia3_ff={}, eva=dict(r=4),
              hra=dict(r=4), antipasto=dict(r=8), antipasto_corda=dict(r=8), antipasto_rot=dict(r=8),
-             antipasto_ablate=dict(r=8), antipasto_arrow=dict(r=16))
+             antipasto_ablate=dict(r=8), antipasto_arrow=dict(r=16), c3a=dict(block_size=16))   # others: their defaults
+IMPORTERS = sorted(n for n, c in ll.VARIANTS.items() if c.__dict__.get("peft_type"))   # variants that read PEFT folders
 REPARAM = {"pissa"} | {v for v in SMALL if v.startswith("antipasto")}   # export changes parametrisation: 1e-4
 
 
@@ -39,7 +40,7 @@ def test_to_peft_loads_in_peft(base, name, ids, tmp_path):
     assert diff <= (1e-4 if name in REPARAM else 1e-5), (name, diff)
 
 
-@pytest.mark.parametrize("name", ["lora", "dora", "delora", "ia3", "ia3_ff", "hra"])
+@pytest.mark.parametrize("name", IMPORTERS)
 def test_from_peft_of_to_peft(base, name, ids, tmp_path):
     m = adapted(base, name)
     ll.to_peft(m, tmp_path)
