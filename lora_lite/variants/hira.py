@@ -36,7 +36,7 @@ class HiRA(Variant):
     "Hadamard high-rank update ΔW = W ⊙ (BA), applied as a forward hook."
     config_cls = HiRAConfig
     paper = ("openreview:TwJrTz9cRS", "HiRA: Parameter-Efficient Hadamard High-Rank Adaptation for Large Language Models")
-    bench = {"lr": 4.5e-3, "r": 32}
+    bench = {"lr": 4.5e-3, "r": 32, "weight_decay": 0.0}
     results = {"PEFT · Llama-3.2-3B": 51.3}
     peft_type = "HIRA"
     def param_shapes(self): return {"A": (self.r, self.d_in), "B": (self.d_out, self.r)}
