@@ -4,56 +4,15 @@
 
 # %% ../../nbs/20_antipasto.ipynb #fb128b40
 from __future__ import annotations
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 import torch
 import torch.nn.functional as F
-from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight
-from ..attach import adapter_layers
+from ..core import AdapterConfig, register, check_float, check_bool, ORIGINAL
+from .svd_basis import SVDBasis
 
 # %% auto #0
-__all__ = ['svd_basis', 'check_coeff', 'SVDBasis', 'set_coeff', 'AntiPaSTOConfig', 'AntiPaSTO', 'time_forward']
-
-# %% ../../nbs/20_antipasto.ipynb #3faa051c
-def svd_basis(W:torch.Tensor, r:int) -> tuple:
-    "Top-r singular triplets of W (d_out, d_in), in fp32: U (d_out, r), S (r,), Vh (r, d_in)."
-    U, S, Vh = torch.linalg.svd(W.float(), full_matrices=False)
-    return U[:, :r], S[:r], Vh[:r]
-
-def check_coeff(cfg):
-    "Raise if `cfg.coeff` is not a finite number."
-    c = cfg.coeff
-    if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
-        raise ValueError(f"{type(cfg).__name__}: coeff must be a finite number (0 = off, 1 = trained, -1 = reversed), got {c!r}.")
-
-class SVDBasis(Variant):
-    "Base of the AntiPaSTO family: frozen top-r SVD buffers U, S, Vh of the layer's weight (not registered itself)."
-    def buffer_shapes(self): return {"U": (self.d_out, self.r), "S": (self.r,), "Vh": (self.r, self.d_in)}
-
-    @classmethod
-    def check_layer(cls, cfg, d_in, d_out, name):
-        if cfg.r > min(d_in, d_out):
-            raise ValueError(f"{type(cfg).__name__}: r={cfg.r} is more singular directions than {name} has "
-                             f"({d_out}x{d_in}: at most r={min(d_in, d_out)}). Use r <= {min(d_in, d_out)} or exclude the layer.")
-
-    def basis(self, module): return svd_basis(dense_weight(module), self.r)   # (U, S, Vh) in fp32
-
-    def init(self, module):
-        for buf, t in zip(self.buffer_shapes(), self.basis(module)): getattr(self, buf).copy_(t)
-
-    def coords(self, x): return x.to(self.U.dtype) @ self.Vh.T   # (..., r): x Vhᵀ in the adapter dtype
-
-def set_coeff(model:nn.Module, coeff:float) -> float:
-    "Set the runtime `coeff` of an attached AntiPaSTO-family adapter (0 = off, -1 = reversed); returns the old value."
-    cfgs = list({id(l.cfg): l.cfg for l in adapter_layers(model).values()}.values())
-    if not all(hasattr(c, "coeff") for c in cfgs): raise TypeError("set_coeff: this adapter has no `coeff` knob.")
-    if isinstance(coeff, bool) or not isinstance(coeff, (int, float)) or not math.isfinite(coeff):
-        raise ValueError(f"set_coeff: coeff must be a finite number, got {coeff!r}.")
-    old = cfgs[0].coeff
-    for c in cfgs: c.coeff = float(coeff)
-    return old
+__all__ = ['AntiPaSTOConfig', 'AntiPaSTO']
 
 # %% ../../nbs/20_antipasto.ipynb #17fe9db0
 @dataclass(frozen=True)
@@ -61,41 +20,29 @@ class AntiPaSTOConfig(AdapterConfig):
     "AntiPaSTO: S_eff = S⊙(1 + ELU(coeff·g)) on the frozen top-r SVD; y + ((x Vhᵀ)⊙(S_eff − S)) Uᵀ."
     variant: ClassVar[str] = "antipasto"
     r: int = 256                  # singular directions steered per layer (needs r <= min(d_in, d_out))
-    coeff: float = 1.0            # runtime steering knob, read at every forward: 0 = off, negative = reversed
+    coeff: float = 1.0            # steering knob (initial value; `ll.set_knob` changes it): 0 = off, negative = reversed
     suppress_only: bool = False   # gain uses min(g, 0): with coeff > 0 directions can only be attenuated
 
     def __post_init__(self):
         super().__post_init__()
-        check_coeff(self)
+        check_float(self, "coeff"); check_bool(self, "suppress_only")
 
+# %% ../../nbs/20_antipasto.ipynb #5ff2791f
 @register
 class AntiPaSTO(SVDBasis):
     "A learned gain on each frozen singular direction: ΔW = U diag(S⊙ELU(coeff·g)) Vh."
     config_cls = AntiPaSTOConfig
+    knobs = ("coeff",)
+    paper = ("2601.07473", "AntiPaSTO")
+    bench = {"lr": 5e-3, "r": 256}
+    results = {ORIGINAL: 61.4}
     def param_shapes(self): return {"g": (self.r,)}
 
-    def gain(self, g=None):
+    def gain(self):
         "ELU(coeff·g): the relative change of each singular value (S_eff/S − 1)."
-        g = self.g if g is None else g
-        if self.cfg.suppress_only: g = g.clamp(max=0)
-        return F.elu(self.cfg.coeff * g)
+        g = self.g.clamp(max=0) if self.cfg.suppress_only else self.g
+        return F.elu(self.coeff * g)
 
-    def forward(self, x, y):
-        dS = self.S * self.gain()                                   # (r,) = S_eff − S
-        return (y + (self.coords(x) * dS) @ self.U.T).to(y.dtype)   # (..., d_out)
+    def factors(self): return self.Vh, self.U * (self.S * self.gain())   # A_f = Vh, B_f = U diag(S_eff − S)
 
     def delta_weight(self, module): return (self.U * (self.S * self.gain())) @ self.Vh   # (d_out, d_in)
-
-# %% ../../nbs/20_antipasto.ipynb #55239eb7
-def time_forward(layers:dict, x:torch.Tensor, y:torch.Tensor, run_s:float=0.02, repeat:int=9, threads:int=1) -> dict:
-    "{name: ms per hooked forward `layer(x, y)`}: best of `repeat` interleaved runs of ~`run_s` s, on `threads` CPU threads."
-    import timeit
-    best, old = {k: float("inf") for k in layers}, torch.get_num_threads()
-    torch.set_num_threads(threads)   # one thread: far less sensitive to other load on the machine
-    try:
-        with torch.no_grad():
-            ns = {k: max(1, int(run_s / timeit.timeit(lambda: l(x, y), number=1))) for k, l in layers.items()}
-            for _ in range(repeat):
-                for k, l in layers.items(): best[k] = min(best[k], timeit.timeit(lambda: l(x, y), number=ns[k]) / ns[k] * 1e3)
-    finally: torch.set_num_threads(old)
-    return best

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 import torch
-from ..core import AdapterConfig, register
-from .antipasto import SVDBasis, check_coeff
+from ..core import AdapterConfig, register, check_float, check_int, ORIGINAL
+from .svd_basis import SVDBasis
 
 # %% auto #0
 __all__ = ['AntiPaSTOAblateConfig', 'AntiPaSTOAblate']
@@ -19,23 +19,24 @@ class AntiPaSTOAblateConfig(AdapterConfig):
     "Contractive ablation of the S-scaled SVD coordinates: h ← h − coeff·((hĈ)⊙clamp(α, 0, 1))Ĉᵀ."
     variant: ClassVar[str] = "antipasto_ablate"
     r: int = 256          # singular directions in the basis (needs r <= min(d_in, d_out))
-    coeff: float = 1.0    # runtime knob: 0 = off, (0, 1] = ablate, < 0 = add the direction back (can amplify)
+    coeff: float = 1.0    # runtime knob (`ll.set_knob`): 0 = off, (0, 1] = ablate, < 0 = add the direction back (can amplify)
     k: int = 1            # directions ablated per layer
     alpha0: float = 0.05  # initial strength: > 0 so the direction gets a gradient (off identity at init by design)
 
     def __post_init__(self):
         super().__post_init__()
-        check_coeff(self)
-        me = type(self).__name__
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= self.r:
-            raise ValueError(f"{me}: k must be an integer in [1, r={self.r}], got {self.k!r}.")
-        if isinstance(self.alpha0, bool) or not isinstance(self.alpha0, (int, float)) or not 0 <= self.alpha0 <= 1:
-            raise ValueError(f"{me}: alpha0 must be in [0, 1], got {self.alpha0!r}.")
+        check_float(self, "coeff"); check_int(self, "k"); check_float(self, "alpha0", 0, 1)
+        if self.k > self.r: raise ValueError(f"{type(self).__name__}: k must be an integer in [1, r={self.r}], got {self.k!r}.")
 
+# %% ../../nbs/23_antipasto_ablate.ipynb #a64ff774
 @register
 class AntiPaSTOAblate(SVDBasis):
     "Learned contractive ablation in the frozen SVD basis: ΔW = −coeff·U Ĉ diag(α) Ĉᵀ diag(S) Vh."
     config_cls = AntiPaSTOAblateConfig
+    knobs = ("coeff",)
+    paper = ("2601.07473", "AntiPaSTO")
+    bench = {"lr": 5e-3, "r": 256}
+    results = {ORIGINAL: 61.0}
     def param_shapes(self): return {"c": (self.r, self.cfg.k), "alpha": (self.cfg.k,)}
 
     def init(self, module):
@@ -48,13 +49,11 @@ class AntiPaSTOAblate(SVDBasis):
         if self.c.shape[1] == 1: return self.c / self.c.norm().clamp(min=1e-12)
         return torch.linalg.qr(self.c.float())[0].to(self.c.dtype)
 
-    def forward(self, x, y):
-        h = self.coords(x) * self.S                            # (..., r) S-scaled coordinates
-        C = self.directions()                                  # (r, k)
-        dh = -self.cfg.coeff * ((h @ C) * self.alpha.clamp(0, 1)) @ C.T   # (..., r) = h' − h
-        return (y + dh @ self.U.T).to(y.dtype)
+    def factors(self):
+        C = self.directions()                                                  # (r, k)
+        return (C.T * self.S) @ self.Vh, -self.coeff * (self.U @ C) * self.alpha.clamp(0, 1)   # (k, d_in), (d_out, k)
 
     def delta_weight(self, module):
         C = self.directions()
-        K = -self.cfg.coeff * ((C * self.alpha.clamp(0, 1)) @ C.T) * self.S   # (r, r)
+        K = -self.coeff * ((C * self.alpha.clamp(0, 1)) @ C.T) * self.S      # (r, r)
         return self.U @ K @ self.Vh

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 import torch
-from ..core import register
+from ..core import register, ORIGINAL
 from .antipasto import AntiPaSTOConfig, AntiPaSTO
 
 # %% auto #0
@@ -25,18 +25,18 @@ class AntiPaSTOArrowConfig(AntiPaSTOConfig):
         if isinstance(self.b, bool) or not isinstance(self.b, int) or not 1 <= self.b <= self.r:
             raise ValueError(f"{type(self).__name__}: the block size b must be an integer in [1, r={self.r}], got b={self.b!r}.")
 
+# %% ../../nbs/24_antipasto_arrow.ipynb #a2fb31ad
 @register
 class AntiPaSTOArrow(AntiPaSTO):
     "Arrow core: ΔW = U blockdiag(coeff·M, diag(ELU(coeff·g))) diag(S) Vh."
     config_cls = AntiPaSTOArrowConfig
+    results = {ORIGINAL: 60.5}
     def param_shapes(self): return {"M": (self.cfg.b, self.cfg.b), "g": (self.r - self.cfg.b,)}
 
-    def forward(self, x, y):
-        h, b = self.coords(x) * self.S, self.cfg.b                     # (..., r) S-scaled coordinates
-        dh = torch.cat([self.cfg.coeff * h[..., :b] @ self.M.T,        # (..., b): block mixing, minus identity
-                        h[..., b:] * self.gain()], dim=-1)             # (..., r−b): AntiPaSTO's gain
-        return (y + dh @ self.U.T).to(y.dtype)
+    def factors(self):
+        U, S, b = self.U, self.S, self.cfg.b
+        return self.Vh, torch.cat([self.coeff * (U[:, :b] @ self.M) * S[:b], U[:, b:] * (S[b:] * self.gain())], 1)   # (d_out, r)
 
     def delta_weight(self, module):
-        K = torch.block_diag(self.cfg.coeff * self.M, torch.diag(self.gain())) * self.S   # (r, r)
+        K = torch.block_diag(self.coeff * self.M, torch.diag(self.gain())) * self.S   # (r, r)
         return self.U @ K @ self.Vh

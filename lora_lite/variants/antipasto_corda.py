@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 import torch
-from ..core import register, dense_weight
+from ..core import register, dense_weight, ORIGINAL
 from ..calibrate import Covariance
 from .antipasto import AntiPaSTOConfig, AntiPaSTO
 
@@ -30,6 +30,7 @@ def corda_basis(W:torch.Tensor, C:torch.Tensor, r:int, eps:float=1e-3) -> tuple:
     P = Vh[:r] @ (Q * lam.rsqrt()) @ Q.T                              # (r, d_in) oblique input projector
     return U[:, :r].float(), S[:r].float(), P.float()
 
+# %% ../../nbs/21_antipasto_corda.ipynb #a30570ee
 @dataclass(frozen=True)
 class AntiPaSTOCorDAConfig(AntiPaSTOConfig):
     "AntiPaSTO in the basis of W C^{1/2}: y + ((x Pᵀ)⊙(S_eff − S)) Uᵀ; needs calibration_data."
@@ -41,15 +42,17 @@ class AntiPaSTOCorDAConfig(AntiPaSTOConfig):
         if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not (math.isfinite(self.eps) and self.eps > 0):
             raise ValueError(f"{type(self).__name__}: eps must be a positive number, got {self.eps!r}.")
 
+# %% ../../nbs/21_antipasto_corda.ipynb #7cc57fd2
 @register
 class AntiPaSTOCorDA(AntiPaSTO):
     "AntiPaSTO's gain on U, S, P from the input-covariance-weighted SVD: ΔW = U diag(S⊙ELU(coeff·g)) P."
     config_cls = AntiPaSTOCorDAConfig
     needs_calibration = True
+    results = {ORIGINAL: 61.9}
     def buffer_shapes(self): return {"U": (self.d_out, self.r), "S": (self.r,), "P": (self.r, self.d_in)}
 
     @property
-    def Vh(self): return self.P   # AntiPaSTO's forward and delta_weight read the input basis as `Vh`
+    def Vh(self): return self.P   # AntiPaSTO's factors and delta_weight read the input basis as `Vh`
 
     def calibrate(self, x):
         if "cov" not in self.__dict__: self.cov = Covariance()   # running E[xᵀx] of this layer's inputs

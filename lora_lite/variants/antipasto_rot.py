@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 import torch
-from ..core import register
+from ..core import register, ORIGINAL
 from .antipasto import AntiPaSTOConfig, AntiPaSTO
 
 # %% auto #0
@@ -31,6 +31,7 @@ class AntiPaSTORotConfig(AntiPaSTOConfig):
         if isinstance(self.max_angle, bool) or not isinstance(self.max_angle, (int, float)) or not 0 < self.max_angle < math.pi:
             raise ValueError(f"{type(self).__name__}: max_angle must be in (0, π) radians, got {self.max_angle!r}.")
 
+# %% ../../nbs/22_antipasto_rot.ipynb #f5eccb19
 def cayley_blocks(T:torch.Tensor, a:float) -> torch.Tensor:
     "(n, 6) upper-triangle fills -> (n, 4, 4) rotations R = (I - K/2)⁻¹(I + K/2), K = a·tanh(½(A - Aᵀ)/a)."
     i, j = torch.triu_indices(BLOCK, BLOCK, 1, device=T.device)
@@ -40,22 +41,23 @@ def cayley_blocks(T:torch.Tensor, a:float) -> torch.Tensor:
     I = torch.eye(BLOCK, dtype=T.dtype, device=T.device)
     return torch.linalg.solve(I - K / 2, I + K / 2)
 
+# %% ../../nbs/22_antipasto_rot.ipynb #e1fcb8a3
 @register
 class AntiPaSTORot(AntiPaSTO):
     "Gain on a rotated basis: ΔW = U (diag(S_eff) R − diag(S)) Vh, R block-Cayley."
     config_cls = AntiPaSTORotConfig
+    results = {ORIGINAL: 61.4}
     def param_shapes(self): return {"g": (self.r,), "T": (self.r // BLOCK, BLOCK * (BLOCK - 1) // 2)}
 
     def rotation(self):
         "(r/4, 4, 4) blocks of R, from coeff·T."
         a = 2 * math.tan(self.cfg.max_angle / 2)
-        return cayley_blocks(self.cfg.coeff * self.T.float(), a).to(self.T.dtype)
+        return cayley_blocks(self.coeff * self.T.float(), a).to(self.T.dtype)
 
-    def forward(self, x, y):
-        z = self.coords(x)                                             # (..., r) = x Vhᵀ
-        zr = torch.einsum("...nj,nij->...ni", z.unflatten(-1, (-1, BLOCK)), self.rotation()).flatten(-2)   # x (R Vh)ᵀ
-        h = zr * (self.S * (1 + self.gain())) - z * self.S             # (..., r)
-        return (y + h @ self.U.T).to(y.dtype)
+    def factors(self):
+        Ue = (self.U * (self.S * (1 + self.gain()))).unflatten(1, (-1, BLOCK))             # (d_out, r/4, 4) = U diag(S_eff)
+        B = torch.einsum("oni,nij->onj", Ue, self.rotation()).flatten(1) - self.U * self.S  # (d_out, r)
+        return self.Vh, B
 
     def delta_weight(self, module):
         R = torch.block_diag(*self.rotation())                         # (r, r)
