@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 import torch
 from torch import nn
-from ..core import RsLoRAConfig, Variant, register, dense_weight, ORIGINAL
+from ..core import RsLoRAConfig, Variant, register, dense_weight, cached, ORIGINAL
 from ..helpers import init_lora, lora_to_peft
 from .lora import lora_peft_config, lora_tensors
 
@@ -68,9 +68,13 @@ class DoRA(Variant):
         n2 = self.w2 + 2 * s * (B * WAt).sum(1) + s * s * ((B @ (A @ A.T)) * B).sum(1)   # (d_out,)
         return n2.clamp_min(0).sqrt()
 
+    def row_gain(self, dtype) -> tuple:
+        "(g = m/n (d_out,), b (d_out,)): the parameter-only part of a forward (one base pass + the norm)."
+        WAt, b = self.base_pass(dtype)
+        return self.m / self.weight_norm(WAt), b
+
     def forward(self, x, y):
-        WAt, b = self.base_pass(x.dtype)
-        g = self.m / self.weight_norm(WAt)                                    # (d_out,)
+        g, b = cached(self, f"gain_{x.dtype}", lambda: self.row_gain(x.dtype))   # reused while decoding
         x = x.to(self.A.dtype)
         h = y.to(self.A.dtype) + self.scale * (x @ self.A.T) @ self.B.T    # (..., d_out) = xWᵀ + b + s·xAᵀBᵀ
         if getattr(self._base, "bias", None) is None: return _RowScale.apply(h, g).to(y.dtype)   # b = 0: keep y', not h

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
 from torch import nn
-from ..core import RsLoRAConfig, Variant, register, dense_weight, check_int, ORIGINAL
+from ..core import RsLoRAConfig, Variant, register, dense_weight, cached, check_int, ORIGINAL
 from ..helpers import check_rank, top_svd, lora_to_peft
 
 # %% auto #0
@@ -48,10 +48,14 @@ class PiSSA(Variant):
         A0, B0 = principal_factors(dense_weight(module), self.r, self.scale, self.cfg.niter)
         for t, v in ((self.A0, A0), (self.B0, B0), (self.A, A0), (self.B, B0)): t.copy_(v)
 
+    def factors(self) -> tuple:
+        "([A; A0] (2r, d_in), sB, sB0 (d_out, r)): one pass over x for both products, s folded in."
+        return torch.cat([self.A, self.A0]), self.scale * self.B, self.scale * self.B0
+
     def forward(self, x, y):
-        x = x.to(self.A.dtype)
-        delta = (x @ self.A.T) @ self.B.T - (x @ self.A0.T) @ self.B0.T   # (..., d_out)
-        return (y + self.scale * delta).to(y.dtype)
+        A2, sB, sB0 = cached(self, "factors", self.factors)             # once per change when decoding
+        z, z0 = (x.to(A2.dtype) @ A2.T).split(self.r, -1)               # (..., r) each
+        return (y + (z @ sB.T - z0 @ sB0.T)).to(y.dtype)                # equal products at init: exactly y
 
     def delta_weight(self, module): return self.scale * (self.B @ self.A - self.B0 @ self.A0)   # (d_out, d_in)
 
