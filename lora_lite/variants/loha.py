@@ -53,6 +53,8 @@ class LoHa(Variant):
     bench = {"r": 32, "alpha": 64}
     results = {"PEFT · Llama-3.2-3B": 39.3}
     peft_type = "LOHA"
+    @classmethod
+    def identity_at_init(cls, cfg): return cfg.init_weights   # init_weights=False starts off the base
     def param_shapes(self):
         return {"B1": (self.d_out, self.r), "A1": (self.r, self.d_in), "B2": (self.d_out, self.r), "A2": (self.r, self.d_in)}
 

@@ -64,6 +64,8 @@ class LoKr(Variant):
     bench = {"lr": 3e-3, "r": 32, "alpha": 64}
     results = {"PEFT · Llama-3.2-3B": 46.6}
     peft_type = "LOKR"
+    @classmethod
+    def identity_at_init(cls, cfg): return cfg.init_weights is not False   # init_weights=False starts off the base
 
     def param_shapes(self):
         (l, k), (m, n), low_C, low_D = lokr_plan(self.cfg, self.r, self.d_in, self.d_out)

@@ -47,6 +47,8 @@ class SHiRA(Variant):
     bench = {"lr": 3e-4, "r": 32}
     results = {"PEFT · Llama-3.2-3B": 51.0}
     peft_type = "SHIRA"
+    @classmethod
+    def identity_at_init(cls, cfg): return cfg.init_weights   # init_weights=False starts off the base
 
     def __init__(self, cfg, d_in, d_out, r=None, alpha=None, device=None):
         super().__init__(cfg, d_in, d_out, r=r, alpha=alpha, device=device)
