@@ -166,7 +166,10 @@ def test_settings_preset_variant_flags():
     "preset ⊕ the variant's class-declared `bench` ⊕ flags, for every registered variant (no table in the benchmark)."
     paper = {k: B.PRESETS["paper"][k] for k in ("lr", "r", "alpha")}
     for v, cls in ll.VARIANTS.items():
-        assert _lra(v) == paper | dict(cls.bench), v                       # whatever the class declares, nothing else
+        own = {k: x for k, x in cls.bench.items() if k in paper}
+        assert _lra(v) == paper | own, v                                   # whatever the class declares, nothing else
+        extra = {k: x for k, x in cls.bench.items() if k not in B.Settings.__dataclass_fields__}
+        assert B.adapter_fields(B.Settings.build("paper", v)).items() >= extra.items(), v   # config fields go to the adapter
         assert _lra(v, "smoke") == {"lr": 2e-2, "r": 8, "alpha": 16.0}    # smoke: one setting for every method
     assert _lra("lora") == {"lr": 1e-4, "r": 32, "alpha": 64.0}           # DESIGN §5: r=32, alpha=64 by default
     assert _lra("delora", lr=0.3, r=4) == {"lr": 0.3, "r": 4, "alpha": 64.0}   # flags win
@@ -183,7 +186,7 @@ def test_design_per_variant_defaults():
 
 def test_variant_bench_with_unknown_key_is_refused(monkeypatch):
     monkeypatch.setattr(ll.VARIANTS["lora"], "bench", {"lr": 1e-3, "learning_rate": 1})
-    with pytest.raises(ValueError, match="not benchmark settings"): B.Settings.build("paper", "lora")
+    with pytest.raises(ValueError, match="neither benchmark settings"): B.Settings.build("paper", "lora")
 
 
 def _quick(tmp_path, *args):

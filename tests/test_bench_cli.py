@@ -83,7 +83,7 @@ def test_plugin_registers_a_variant_that_runs(tmp_path):
     assert p.returncode == 1 and "broken on purpose" in p.stderr and "failed: broken" in p.stderr, p.stderr[-2000:]
     (f,) = (tmp_path / "out").rglob("result.json")                      # the failing variant did not stop the other one
     res = json.loads(f.read_text())
-    assert res["variant"] == "my_lora" and res["adapter_config"]["variant"] == "my_lora" and res["reload_max_diff"] == 0.0
+    assert res["variant"] == "my_lora" and res["run_id"].startswith("my_lora__") and res["reload_max_diff"] == 0.0
     assert "| my_lora |" in p.stdout and "wrote" in p.stdout                # the multi-variant report
     # a dotted module name works too, and the paper preset reads the plugin class's own defaults
     q = py("""

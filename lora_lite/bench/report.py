@@ -99,7 +99,8 @@ def pareto_figure(results:list):
         ax.step([xs[i] for i in f], [ys[i] for i in f], where="post", c="C1", lw=1.2, zorder=2, label="Pareto frontier")
     for r in results:
         if r["trainable_params"] == 0 and not smoke: ax.axhline(100 * r["accuracy"], ls="--", c="gray", label=f"base model ({r['variant']})")
-    lo, hi = (min(ys), max(ys)) if ys else (0.0, 1.0)
+    base = [100 * r["accuracy"] for r in results if r["trainable_params"] == 0 and not smoke]
+    lo, hi = (min(ys + base), max(ys + base)) if ys + base else (0.0, 1.0)
     pad = max(0.15 * (hi - lo), 0.05 * abs(hi), 0.5 if not smoke else 0.05)
     ax.set_ylim(lo - pad, hi + pad)
     if xs: ax.set_xlim(min(xs) / 3, max(xs) * 3)

@@ -47,20 +47,25 @@ class Settings:
     variant_defaults: bool
     out: str = "runs"; seed: int = 0; quant: str = "none"; targets: Optional[tuple] = None
     device: Optional[str] = None; progress: bool = True; plugins: tuple = ()
+    adapter: tuple = ()          # (field, value) pairs of the variant's own config defaults, e.g. FourierFT's n_frequency
 
     @classmethod
     def build(cls, preset:str="smoke", variant:str="lora", **flags) -> "Settings":
         "PRESETS[preset] ⊕ the variant's `bench` defaults (if the preset uses them) ⊕ `flags` (None = not given)."
-        p = PRESETS[preset]
+        p, mine = PRESETS[preset], {f.name for f in dataclasses.fields(cls)}
         own = variant_defaults(variant) if p["variant_defaults"] else {}
-        return cls(preset=preset, variant=variant, **{**p, **own, **{k: v for k, v in flags.items() if v is not None}})
+        given = {k: v for k, v in flags.items() if v is not None}
+        return cls(preset=preset, variant=variant, **{**p, **{k: v for k, v in own.items() if k in mine}, **given},
+                   adapter=tuple(sorted((k, v) for k, v in own.items() if k not in mine)))
 
 # %% ../../nbs/93_bench_run.ipynb #b8aefbe2
 def variant_defaults(variant:str) -> dict:
-    "The variant's own benchmark defaults (`ll.VARIANTS[variant].bench`); {} for 'none' or a variant that declares none."
-    d = dict(getattr(ll.VARIANTS.get(variant), "bench", None) or {})
-    if bad := sorted(set(d) - {f.name for f in dataclasses.fields(Settings)}):
-        raise ValueError(f"{variant}.bench has key(s) {bad} that are not benchmark settings (e.g. lr, r, alpha)")
+    "The variant's own benchmark defaults (`ll.VARIANTS[variant].bench`): settings (lr, r, alpha, ...) or fields of its config."
+    cls = ll.VARIANTS.get(variant)
+    d = dict(getattr(cls, "bench", None) or {})
+    known = {f.name for f in dataclasses.fields(Settings)} | {f.name for f in dataclasses.fields(cls.config_cls)} if cls else set()
+    if bad := sorted(set(d) - known):
+        raise ValueError(f"{variant}.bench has key(s) {bad} that are neither benchmark settings (lr, r, alpha, ...) nor fields of its config")
     return d
 
 # %% ../../nbs/93_bench_run.ipynb #1babb7ae
@@ -86,8 +91,8 @@ def problems(s:Settings) -> list:
 
 # %% ../../nbs/93_bench_run.ipynb #e8ab060c
 def adapter_fields(s:Settings) -> dict:
-    "The adapter config's fields the settings choose: r, alpha, and target_names / layers when set."
-    return {"r": s.r, "alpha": s.alpha} | ({"target_names": tuple(s.targets)} if s.targets else {}) | (
+    "The adapter config's fields the settings choose: r, alpha, the variant's own config defaults, target_names / layers when set."
+    return {"r": s.r, "alpha": s.alpha} | dict(s.adapter) | ({"target_names": tuple(s.targets)} if s.targets else {}) | (
            {"layers": list(s.layers)} if s.layers is not None else {})
 
 def run_id(s:Settings) -> str:
