@@ -54,7 +54,8 @@ def _out_hook(module, args, y):
     return a(args[0], y) if a.enabled else y
 def _in_hook(module, args):
     a = module.ll_adapter
-    return (a(args[0]),) + tuple(args[1:]) if a.enabled else None      # None: the input is left as it is
+    if not a.enabled: return None                                       # None: the input is left as it is
+    return ((a.forward_input if a.hook == "both" else a)(args[0]),) + tuple(args[1:])
 
 _ATTACHED = weakref.WeakSet()   # every model (root) that carries an adapter, to refuse nesting
 
@@ -104,8 +105,8 @@ def _install(model, cfg, layers, bnb4):
         m = model.get_submodule(n)
         m.add_module(ADAPTER, layer.train(m.training))   # follow the model's train/eval mode
         layer.bind(m)
-        if layer.hook == "input": m.register_forward_pre_hook(_in_hook)
-        else: m.register_forward_hook(_out_hook)
+        if layer.hook in ("input", "both"): m.register_forward_pre_hook(_in_hook)
+        if layer.hook in ("output", "both"): m.register_forward_hook(_out_hook)
     model._lora_lite = {"cfg": cfg, "names": list(layers), "requires_grad": flags, "bnb4": bnb4}
     _ATTACHED.add(model)
 

@@ -151,7 +151,8 @@ ORIGINAL = "original lora-lite README · Qwen3-0.6B-Base"   # the source label o
 class Variant(nn.Module):
     "One layer's adapter: tensors, `init`, and the hook body `forward`. Subclass per method and `@register` it."
     config_cls: ClassVar[type] = AdapterConfig
-    hook: ClassVar[str] = "output"          # "output": forward hook y -> forward(x, y);  "input": pre-hook x -> forward(x)
+    hook: ClassVar[str] = "output"          # "output": forward hook y -> forward(x, y);  "input": pre-hook x -> forward(x);
+                                            # "both": pre-hook x -> forward_input(x), then forward hook y -> forward(x', y)
     needs_calibration: ClassVar[bool] = False
     knobs: ClassVar[tuple] = ()             # config fields that are runtime floats on each layer (`ll.set_knob`), e.g. "coeff"
     # the method's facts, read generically: README table, benchmark defaults, PEFT export/import

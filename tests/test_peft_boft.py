@@ -109,7 +109,7 @@ def test_butterfly_factors_equal_peft_dense_construction(d, kw):
         for i in range(1, m): M = Bs[i] @ M                                 # PEFT's order: B_{m-1} ⋯ B_0
         x = torch.randn(5, d)
         theirs = ((lin(x @ M) - lin.bias) * layer.s + lin.bias)              # PEFT's forward with its dense M
-        d_ = (layer(x, lin(x)) - theirs).abs().max().item()
+        d_ = (layer(x, lin(layer.forward_input(x))) - theirs).abs().max().item()   # pre-hook, base layer, output hook
     assert (theirs - lin(x)).abs().max() > 1e-2
     print(f"BOFT {kw} (m={m}) vs PEFT's dense construction: {d_:.2e}")
     assert d_ <= TOL

@@ -67,9 +67,9 @@ def cayley_exact(K:torch.Tensor) -> torch.Tensor:
 # %% ../../nbs/71_boft.ipynb #d5059c8e
 @register
 class BOFT(Variant):
-    "Butterfly orthogonal rotation of the input and a gain per output; the output hook reruns the base layer on x M."
+    "Butterfly orthogonal rotation of the input (pre-hook) and a gain per output (output hook)."
     config_cls = BOFTConfig
-    hook = "output"
+    hook = "both"
     paper = ("2311.06243", "BOFT: Parameter-Efficient Orthogonal Finetuning via Butterfly Factorization")
     bench = {"lr": 1e-4}                            # PEFT's MetaMathQA experiment: default BOFTConfig (b=4, m=1)
     results = {"PEFT · Llama-3.2-3B": 34.3}
@@ -110,12 +110,16 @@ class BOFT(Variant):
         mask[torch.randint(m, ()), torch.randperm(n, device=R.device)[:int(self.cfg.boft_dropout * n)]] = 1
         return (1 - mask) * R + mask * torch.eye(b, dtype=R.dtype, device=R.device)
 
-    def forward(self, x, y):
+    def forward_input(self, x):
+        "The pre-hook: x ↦ x M (the base layer then computes (x M) Wᵀ + b)."
         R = cached(self, "R", self.rotation)                                     # (m, n, b, b)
         if self.training and self.cfg.boft_dropout > 0: R = self.dropout(R)
-        z = self._base.forward(self.rotate(x.to(R.dtype), R).to(x.dtype))       # (x M) Wᵀ + b; hooks skipped
+        return self.rotate(x.to(R.dtype), R).to(x.dtype)
+
+    def forward(self, x, y):
+        "The output hook: y' = s ⊙ (y − b) + b on the base output y of the rotated input."
         b = getattr(self._base, "bias", None)
-        z = z.to(self.s.dtype) if b is None else z.to(self.s.dtype) - b
+        z = y.to(self.s.dtype) if b is None else y.to(self.s.dtype) - b
         z = z * self.s
         return (z if b is None else z + b).to(y.dtype)
 
