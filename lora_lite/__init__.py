@@ -5,5 +5,6 @@ from .core import *
 from .calibrate import *
 from .attach import *
 from .peft_io import *
+from .deploy import *          # merged export, ll.disabled, ll.summary
 from . import variants          # every variant registers itself on import
 from .variants import *
