@@ -16,19 +16,55 @@ def test_readme_starts_with_the_two_commands():
     assert "pip install torch" + test_cmd in ci, "the README's test command and .ci/run have drifted apart"
 
 
-def test_variant_modules_are_small():
-    for f in (ROOT / "lora_lite" / "variants").glob("*.py"):
-        if f.name != "__init__.py":
-            n = len(f.read_text().splitlines())
-            assert n <= 150, f"{f.name} has {n} lines (> 150)"
+def test_module_sizes():
+    "No module over 300 lines, no variant over 150 (the package's own, generated _modidx.py aside)."
+    for f in (ROOT / "lora_lite").rglob("*.py"):
+        if f.name in ("_modidx.py",): continue
+        n, cap = len(f.read_text().splitlines()), 150 if f.parent.name == "variants" else 300
+        assert n <= cap, f"{f.relative_to(ROOT)} has {n} lines (> {cap})"
 
 
-def test_core_never_imports_a_variant():
-    for name in ["core", "attach", "calibrate", "checks"]:
-        tree = ast.parse((ROOT / "lora_lite" / f"{name}.py").read_text())
-        mods = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-        mods += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-        assert not any("variants" in m for m in mods), f"lora_lite/{name}.py imports a variant"
+# The floors: each module may import only from the floors below it (a package of modules is one floor).
+FLOORS = [{"helpers"}, {"core"}, {"calibrate"}, {"attach"}, {"variants", "peft_io", "checks", "deploy"}, {"bench"}]
+ALLOWED_SAME_FLOOR = {"variants": {"variants"}, "bench": {"bench"}}   # a variant may build on another; bench modules on each other
+
+
+def _package_imports(f):
+    "Top-level lora_lite modules that file `f` imports (relative or absolute), and whether it imports the package face."
+    tree, rel = ast.parse(f.read_text()), f.relative_to(ROOT / "lora_lite").parts
+    out, face = set(), False
+    for n in ast.walk(tree):
+        if isinstance(n, ast.ImportFrom):
+            if n.level:
+                base = list(rel[:-1])[: len(rel) - n.level] if n.level > 1 else list(rel[:-1])
+                path = base + (n.module.split(".") if n.module else [])
+                if not path: face = True
+                else: out.add(path[0])
+            elif (n.module or "").split(".")[0] == "lora_lite":
+                parts = n.module.split(".")
+                if len(parts) == 1: face = True
+                else: out.add(parts[1])
+        elif isinstance(n, ast.Import):
+            for a in n.names:
+                parts = a.name.split(".")
+                if parts[0] == "lora_lite": face |= len(parts) == 1; out |= {parts[1]} if len(parts) > 1 else set()
+    return out, face
+
+
+def test_import_floors():
+    floor = {m: i for i, ms in enumerate(FLOORS) for m in ms}
+    for f in (ROOT / "lora_lite").rglob("*.py"):
+        rel = f.relative_to(ROOT / "lora_lite").parts
+        if rel[-1] in ("_modidx.py",) or rel == ("__init__.py",): continue
+        me = rel[0].removesuffix(".py")
+        mods, face = _package_imports(f)
+        if me != "bench": assert not face, f"{'/'.join(rel)} imports the package face (lora_lite/__init__)"
+        for m in mods - {"_modidx"}:
+            ok = floor[m] < floor[me] or m in ALLOWED_SAME_FLOOR.get(me, set()) or m == me
+            assert ok, f"{'/'.join(rel)} imports lora_lite.{m}: {me} (floor {floor[me]}) may only import lower floors"
+    # the benchmark never imports the test helpers
+    for f in (ROOT / "lora_lite" / "bench").glob("*.py"):
+        assert "checks" not in _package_imports(f)[0], f"{f.name} imports lora_lite.checks"
 
 
 def test_every_variant_has_a_notebook_and_config():
