@@ -6,7 +6,7 @@ export TRANSFORMERS_OFFLINE := 1
 export OMP_NUM_THREADS ?= 1
 PY ?= python
 
-.PHONY: test check sync export nbtest pytest docs smoke wheel bnb-smoke qwen-probe
+.PHONY: test check sync export nbtest pytest docs docs-check smoke wheel bnb-smoke qwen-probe
 
 ## test: the full offline test suite (CI runs this): sync check, notebooks, pytest
 test: sync docs nbtest pytest
@@ -42,9 +42,16 @@ sync:
 	  else echo "notebooks, package and README are in sync"; fi; \
 	else echo "not a git checkout: sync check skipped"; fi
 
-## docs: render every notebook to HTML offline (_docs/) and check intra-site links and the sidebar
+## docs: the offline preview site in _docs/ from the committed executed notebooks (not re-run): full pages, the sidebar
+## from nbs/sidebar.yml, directives honoured, MathJax from the dev extra (no CDN); fails on dead links/anchors, sidebar
+## entries without a notebook, notebooks missing from the sidebar, visible directives. The real site: nbdev_docs (deploy)
 docs:
 	$(PY) tools/check_docs.py
+
+## docs-check: the preview in headless Chromium (apt-get install chromium; not run in CI): every formula typeset by
+## MathJax without error, no raw TeX or directives visible, the sidebar's links answer; screenshot _docs/_check/lora.png
+docs-check:
+	$(PY) tools/docs_browser_check.py
 
 ## nbtest: run every notebook (nbdev_test prints only 'Success.' on success)
 nbtest:
