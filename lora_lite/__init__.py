@@ -1,6 +1,7 @@
 __version__ = "0.1.0"
 # The public API. This file is written by hand (nbdev keeps only __version__ in sync with settings.ini);
 # every other module is exported from nbs/.
+from .helpers import *
 from .core import *
 from .calibrate import *
 from .attach import *
