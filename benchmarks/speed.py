@@ -3,6 +3,7 @@
     python benchmarks/speed.py                 # the documented CPU run (~6-8 min on a 2-core CPU), writes results/speed_cpu.json
     python benchmarks/speed.py --quick         # a fast smoke run (~1 min), smaller model, fewer repeats
     python benchmarks/speed.py --device cuda   # on a GPU (writes results/speed_cuda.json)
+    python benchmarks/speed.py --decode-only   # only the decode section (~10 min alone on a 2-core CPU), merged into the JSON
 
 Method
 - Step model: a random Qwen3 built from a config (default hidden 512, 8 blocks, 8 heads × 64, 4 KV heads,
@@ -34,6 +35,11 @@ Method
 - The hook path alone: one q_proj-sized layer with LoRA, forward + backward on the same tokens, lora_lite's hook
   vs PEFT's wrapper module, 40 paired rounds: a precise check of the per-layer cost that the whole-model step
   (±2-3 % round-to-round noise on a shared CPU) can't resolve.
+- Decode: every registered lora_lite variant (r=32 on q/v, r=256 for the AntiPaSTO family, else the variant's defaults)
+  and PEFT where it has the method, on a Qwen3 with Qwen3-0.6B's block widths, 2 blocks, vocab 4096 (`DEC`), eval mode:
+  batch-1 greedy `generate` of 24 tokens after an 8-token prompt (under inference_mode) and one batch 8 × 128 prefill
+  forward; per-token CPU time, interleaved rounds, median of the paired ratios ÷ the frozen base. A configuration
+  ≥ 3× the base (PEFT's HRA) is timed in 2 rounds only. Variants that fail to attach are listed, not fatal.
 """
 from __future__ import annotations
 import argparse, copy, gc, json, os, platform, statistics, subprocess, sys, time
@@ -273,6 +279,103 @@ def graph_breaks(args, keys):
     dynamo.reset()
     return out
 
+
+# ------------------------------------------------------------------ decode: batch-1 greedy generation and a prefill step
+# Qwen3-0.6B block widths (hidden 1024, 16 heads × 128, 8 KV heads, MLP 3072), 2 blocks, vocab 4096: the small vocab keeps
+# the lm_head (which no adapter touches) from diluting the adapters' share of a token (Qwen3-0.6B's real 151,936-row
+# head would be 5× the two blocks; in the real 28-block model it is 0.36× them, closer to this setting's 0.13×).
+DEC = dict(hidden=1024, layers=2, vocab=4096, inter=3072, heads=16, kv=8, head_dim=128)
+PEFT_DEC = {"lora": "lora", "dora": "dora", "pissa": "pissa", "delora": "delora", "ia3": "ia3", "ia3_ff": "ia3_ff", "hra": "hra"}
+
+def decode_model(seed=0):
+    d = DEC
+    return qwen3(d["hidden"], d["layers"], d["vocab"], 256, inter=d["inter"], heads=d["heads"], kv=d["kv"], head_dim=d["head_dim"], seed=seed).eval()
+
+def decode_rank(name): return AP_R if name.startswith("antipasto") else R
+
+def decode_attach(key, base, calib):
+    "A copy of `base` with configuration `key` ('base', 'll:<variant>', 'peft:<variant>') attached, in eval mode."
+    import lora_lite as ll
+    m = copy.deepcopy(base)
+    if key == "base": return m
+    lib, v = key.split(":")
+    if lib == "peft":
+        import peft
+        fac = _configs(AP_R)[PEFT_DEC[v]][1]
+        return peft.get_peft_model(m, fac()).eval()
+    V = ll.VARIANTS[v]
+    try: cfg = ll.get_config(v, r=decode_rank(v))
+    except (ValueError, TypeError): cfg = ll.get_config(v)             # a variant whose r means something else
+    ll.attach(m, cfg, calibration_data=calib if V.needs_calibration else None)
+    return m.eval()
+
+def decode_keys(args):
+    import lora_lite as ll
+    keys = ["base"]
+    for v in sorted(ll.VARIANTS):
+        if args.only and v not in args.only: continue
+        keys.append(f"ll:{v}")
+        if v in PEFT_DEC: keys.append(f"peft:{v}")
+    return keys
+
+def time_decode(args):
+    "Per-token time of greedy batch-1 generation (24 new tokens after an 8-token prompt) and of a batch 8 × 128 prefill."
+    torch.manual_seed(0)
+    base = decode_model()
+    g = torch.Generator().manual_seed(3)
+    prompt = torch.randint(0, DEC["vocab"], (1, 8), generator=g)
+    pre = torch.randint(0, DEC["vocab"], (args.prefill_batch, args.prefill_seq), generator=g)
+    calib = [torch.randint(0, DEC["vocab"], (2, 64), generator=g) for _ in range(2)]
+    models, failed = {}, {}
+    for k in decode_keys(args):
+        try: models[k] = decode_attach(k, base, calib)
+        except Exception as e:                                          # report, don't stop the benchmark
+            failed[k] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"; print(f"  {k} failed: {failed[k]}", flush=True)
+    keys, now, n = list(models), clock(args), args.new_tokens
+    def gen(m):
+        with torch.inference_mode():
+            return m.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+    def prefill(m):
+        with torch.inference_mode(): return m(pre).logits
+    toks = {}
+    for k in keys: toks[k] = gen(models[k])[0, -n:].tolist(); prefill(models[k])   # warm-up (and the cache fill)
+    dt, pt = {k: [] for k in keys}, {k: [] for k in keys}
+    for i in range(args.decode_repeats):
+        order = keys[i % len(keys):] + keys[:i % len(keys)]
+        for k in order:
+            if i >= 2 and dt[k] and med(dt[k]) > 3 * med(dt["base"]): continue   # ≥ 3× slower (PEFT's HRA): 2 rounds do
+            gc.collect(); t0 = now(); gen(models[k]); dt[k].append((now() - t0) / n)
+            if i < args.prefill_repeats:
+                gc.collect(); t0 = now(); prefill(models[k]); pt[k].append((now() - t0) / pre.numel())
+        print(f"  decode round {i + 1}/{args.decode_repeats}: base {dt['base'][-1]*1e3:.2f} ms/token", flush=True)
+    rows = {}
+    for k in keys:
+        if k == "base": continue
+        rows[k] = {"decode_ms_per_token": med(dt[k]) * 1e3, "decode_over_base": paired(dt[k], dt["base"]),
+                   "prefill_us_per_token": med(pt[k]) * 1e6, "prefill_over_base": paired(pt[k], pt["base"]),
+                   "same_tokens_as_base": toks[k] == toks["base"]}
+    return {"meta": {"model": DEC, "new_tokens": n, "prompt": 8, "prefill": [args.prefill_batch, args.prefill_seq],
+                     "r": R, "antipasto_r": AP_R, "rounds": args.decode_repeats, "prefill_rounds": args.prefill_repeats,
+                     "threads": torch.get_num_threads(), "clock": args.clock, "date": time.strftime("%Y-%m-%d %H:%M")},
+            "base": {"decode_ms_per_token": med(dt["base"]) * 1e3, "prefill_us_per_token": med(pt["base"]) * 1e6},
+            "rows": rows, "failed": failed,
+            "goals": [{"goal": f"{k} {what}", "value": r[f], "limit": lim, "met": r[f] <= lim}
+                      for k, r in rows.items() if k.startswith("ll:")
+                      for what, f, lim in (("decode ÷ base", "decode_over_base", 1.05), ("prefill ÷ base", "prefill_over_base", 1.02))]}
+
+def print_decode(d):
+    m = d["meta"]
+    print(f"\n== decode: Qwen3 {m['model']}, batch-1 greedy {m['new_tokens']} tokens, prefill {m['prefill']}; "
+          f"medians of {m['rounds']}/{m['prefill_rounds']} interleaved rounds of per-token time ÷ base (paired)")
+    print(f"base: {d['base']['decode_ms_per_token']:.2f} ms/token decode, {d['base']['prefill_us_per_token']:.1f} µs/token prefill")
+    vs = sorted({k.split(':')[1] for k in d["rows"]})
+    print(f"{'variant':18s}{'ll dec':>8s}{'peft dec':>9s}{'ll pre':>8s}{'peft pre':>9s}")
+    for v in vs:
+        a, b = d["rows"].get(f"ll:{v}"), d["rows"].get(f"peft:{v}")
+        f = lambda r, k: fmt(r[k], 3) if r else "    -"
+        print(f"{v:18s}{f(a, 'decode_over_base'):>8s}{f(b, 'decode_over_base'):>9s}{f(a, 'prefill_over_base'):>8s}{f(b, 'prefill_over_base'):>9s}")
+    for k, e in d["failed"].items(): print(f"  {k}: FAILED {e}")
+
 # ------------------------------------------------------------------ report
 def med(v): return statistics.median(v)
 
@@ -378,8 +481,12 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=9); p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--init-repeats", type=int, default=5); p.add_argument("--init-blocks", type=int, default=2)
     p.add_argument("--only", nargs="*", help="variants to time (default all)")
-    p.add_argument("--skip", nargs="*", default=[], choices=["memory", "init", "breaks", "flops"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["memory", "init", "breaks", "flops", "decode"])
     p.add_argument("--quick", action="store_true", help="hidden 256, 4 blocks, seq 128, 5 rounds: a ~1 min smoke run")
+    p.add_argument("--decode-only", action="store_true", help="only the decode section (~10 min); merged into the results JSON")
+    p.add_argument("--decode-repeats", type=int, default=7); p.add_argument("--prefill-repeats", type=int, default=3)
+    p.add_argument("--new-tokens", type=int, default=24)
+    p.add_argument("--prefill-batch", type=int, default=8); p.add_argument("--prefill-seq", type=int, default=128)
     p.add_argument("--out", default=None); p.add_argument("--mem-worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.clock = args.clock or ("cpu" if args.device == "cpu" else "wall")
@@ -388,6 +495,14 @@ def main(argv=None):
     if args.device == "cpu": torch.set_num_threads(args.threads)
     if args.mem_worker: return mem_worker(args)
     t0 = time.perf_counter()
+    out = Path(args.out or Path(__file__).parent / "results" / f"speed_{args.device.split(':')[0]}{'_quick' if args.quick else ''}.json")
+    if args.decode_only:
+        print("decode (per-token time):", flush=True)
+        d = time_decode(args); print_decode(d)
+        rep = json.loads(out.read_text()) if out.exists() else {}
+        rep["decode"] = d
+        out.parent.mkdir(parents=True, exist_ok=True); out.write_text(json.dumps(rep, indent=1))
+        return print(f"\nwrote the decode section into {out} (wall {time.perf_counter() - t0:.0f} s)")
     keys = run_keys(args)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; configs: {keys}", flush=True)
     print("step time (ms per round):", flush=True)
@@ -404,8 +519,11 @@ def main(argv=None):
     rep = build_report(args, step_t, flops, mem, init_t, breaks, time.perf_counter() - t0)
     rep["layer"] = layer
     add_layer_goal(rep)
+    if "decode" not in args.skip:
+        print("decode (per-token time):", flush=True)
+        rep["decode"] = time_decode(args)
     print_report(rep)
-    out = Path(args.out or Path(__file__).parent / "results" / f"speed_{args.device.split(':')[0]}{'_quick' if args.quick else ''}.json")
+    if rep.get("decode"): print_decode(rep["decode"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rep, indent=1))
     print(f"\nwrote {out} (wall {rep['meta']['wall_s']:.0f} s)")

@@ -66,3 +66,19 @@ def test_detach_after_compile_restores_eager_model(ids):
     ll.detach(model)
     torch._dynamo.reset()
     with torch.no_grad(): assert torch.equal(model(input_ids=ids).logits, y0)
+
+
+@pytest.mark.parametrize("name", ["dora"])   # one variant: compiling is slow on a shared CPU; every variant shares core.cached
+def test_compiled_decode_uses_fresh_cache(name, ids):
+    "Compiled inference (no_grad) of variants whose parameter-only work is cached == eager, also after an in-place edit."
+    torch._dynamo.reset()
+    model = tiny_qwen3()
+    ll.attach(model, ll.get_config(name, r=8))
+    perturb_adapter(model, std=0.1)
+    compiled = torch.compile(model, backend="aot_eager")
+    for step in range(2):
+        with torch.no_grad():
+            y_eager, y_comp = model(ids).logits, compiled(ids).logits
+            torch.testing.assert_close(y_comp, y_eager, atol=1e-5, rtol=1e-4)
+            for p in model.parameters():
+                if p.requires_grad: p.mul_(1.5)                   # the next pass must see the edit
