@@ -106,7 +106,9 @@ def serve(root: Path, checker: str):
                 self.send_response(200); self.send_header("Content-Type", "text/html; charset=utf-8")
                 self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
             else: super().do_GET()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    class Server(http.server.ThreadingHTTPServer):
+        def handle_error(self, request, client_address): pass   # Chromium drops connections it no longer needs
+    httpd = Server(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
 

@@ -323,7 +323,7 @@ h1:hover .anchor-link, h2:hover .anchor-link, h3:hover .anchor-link, h4:hover .a
 pre { overflow-x: auto; font-size: .85rem; line-height: 1.4; padding: .6rem .8rem; margin: 0; }
 code { font-family: SFMono-Regular, Menlo, Monaco, Consolas, "Liberation Mono", monospace; font-size: .9em; }
 p code, li code, td code { background: #f7f7f7; padding: .05rem .25rem; border-radius: 3px; color: #9753b8; }
-.sourceCode.cell-code pre { background: #f7f7f7; border-radius: 4px; }
+.sourceCode.cell-code pre, .cell.markdown pre { background: #f7f7f7; border-radius: 4px; }
 .cell-label { font-size: .75rem; color: #6c757d; margin-bottom: .1rem; }
 .cell-label code { color: #6c757d; background: none; }
 .cell-output-stderr pre { color: #a94442; } .cell-output-error pre { color: #a94442; background: #fdf2f2; }
