@@ -39,6 +39,7 @@ function inspect(page, doc, win) {
   if (r.math && !win.MathJax) r.problems.push("MathJax did not load");
   const untouched = ours.filter(e => !e.querySelector('script[type^="math/tex"]'));
   if (untouched.length) r.problems.push(`${untouched.length} of ${r.math} formulas not typeset, e.g. ` + JSON.stringify(untouched[0].textContent.slice(0, 60)));
+  r.notes = jax.filter(j => !j.SourceElement().closest(".math:not([id])")).map(j => "typeset outside a .math element: " + j.originalText.slice(0, 60));
   jax.forEach(j => { const o = doc.getElementById(j.inputID + "-Frame");
     if (!o || !o.getBoundingClientRect().width) r.problems.push("no visible output for: " + j.originalText.slice(0, 80)); });
   jax.forEach(j => { const m = j.root.toMathML(""); if (m.includes("<merror")) r.problems.push("TeX error in: " + j.originalText.slice(0, 80)); });
@@ -156,13 +157,15 @@ def main():
         httpd.shutdown()
     problems = [f"{r['page']}: {p}" for r in data["results"] for p in r["problems"]]
     problems += [f"sidebar link {u} answers {s}" for u, s in data["status"].items() if s != 200]
+    for r in data["results"]:
+        for n in r.get("notes", []): print(f"note {r['page']}: {n}")
     for p in problems: print("ERROR", p)
     n_math = sum(r.get("math", 0) for r in data["results"])
     n_jax = sum(r.get("typeset", 0) for r in data["results"])
     with_math = sum(1 for r in data["results"] if r.get("math"))
-    print(f"docs-check: {len(data['results'])} pages in headless Chromium ({exe}): {n_jax}/{n_math} formulas typeset by "
-          f"MathJax on {with_math} pages, {len(data['status'])} distinct sidebar links checked, "
-          f"{len(problems)} problem(s), {time.time() - t0:.0f} s" + (f"; screenshot {shot}" if shot and shot.exists() else ""))
+    print(f"docs-check: {len(data['results'])} pages in headless Chromium ({exe}): {n_math} formulas on {with_math} pages "
+          f"({n_jax} MathJax jax), {len(data['status'])} distinct sidebar links checked, {len(problems)} problem(s), "
+          f"{time.time() - t0:.0f} s" + (f"; screenshot {shot}" if shot and shot.exists() else ""))
     sys.exit(1 if problems else 0)
 
 
