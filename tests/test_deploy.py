@@ -235,3 +235,20 @@ def test_summary_long_table_is_elided():
     ll.attach(m, ll.LoRAConfig(r=2, target_names=("proj",)))
     s = summary(m)
     assert len(s.rows) == 28 and "…" in repr(s) and len(repr(s).splitlines()) == 3 + 24 + 1
+
+
+def test_merged_keeps_the_base_dtype(tmp_path):
+    "A bf16 base merges to bf16 weights (W + ΔW summed in fp32, then cast) and reloads as a bf16 model."
+    m = tiny_qwen3(hidden=128).to(torch.bfloat16)
+    ll.attach(m, ll.LoRAConfig(r=4))                                        # fp32 adapter on a bf16 base
+    perturb_adapter(m, std=0.1)
+    sd = merged_state_dict(m)
+    assert {v.dtype for v in sd.values() if v.is_floating_point()} == {torch.bfloat16}
+    q = m.model.layers[0].self_attn.q_proj
+    want = (q.weight.float() + ll.adapter_layers(m)["model.layers.0.self_attn.q_proj"].delta_weight(q)).to(torch.bfloat16)
+    assert torch.equal(sd["model.layers.0.self_attn.q_proj.weight"], want)
+    save_merged(m, tmp_path)
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert plain.dtype == torch.bfloat16
+    y, y1 = logits(m).float(), logits(plain).float()
+    assert (y1 - y).abs().max() <= 0.05 * y.abs().max(), (y1 - y).abs().max()   # bf16 rounding of W + ΔW vs the fp32 adapter path
