@@ -217,14 +217,22 @@ def _version() -> str:
     try: return version("lora_lite")
     except PackageNotFoundError: return "unknown"
 
+def _full(t:torch.Tensor) -> torch.Tensor:
+    "A plain tensor: an FSDP2 / tensor-parallel shard (`DTensor`) is gathered whole (a collective: every rank must call)."
+    return t.full_tensor() if type(t).__name__ == "DTensor" else t
+
 def save(model:nn.Module, path) -> Path:
-    "Write the attached adapter (tensors + config metadata) to one safetensors file, atomically."
+    "Write the attached adapter (tensors + config metadata) to one safetensors file, atomically; under FSDP2 call it on every rank (rank 0 writes)."
     layers, cfg = adapter_layers(model), adapter_config(model)
     names = _state(model, "save")["names"]
-    tensors = {f"{n}.{k}": v.detach().contiguous() for n, l in layers.items() for k, v in l.state_dict().items()}
+    state = {f"{n}.{k}": v for n, l in layers.items() for k, v in l.state_dict().items()}
+    sharded = any(type(v).__name__ == "DTensor" for v in state.values())
+    tensors = {k: _full(v).detach().contiguous() for k, v in state.items()}
     meta = {"format": "lora_lite", "format_version": str(FORMAT_VERSION), "lora_lite_version": _version(),
             "variant": cfg.variant, "config": json.dumps(cfg.to_dict()), "targets": json.dumps(names)}
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    if not sharded or torch.distributed.get_rank() == 0: atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    if sharded: torch.distributed.barrier()                  # every rank returns once the file exists
+    return Path(path)
 
 # %% ../nbs/01_attach.ipynb #fadcf2bb
 def read_adapter(path) -> tuple:

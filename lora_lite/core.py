@@ -10,6 +10,7 @@ from typing import ClassVar, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 from .helpers import low_rank, lora_to_peft
 
 # %% auto #0
@@ -216,11 +217,14 @@ class Variant(nn.Module):
     def extra_repr(self): return f"{self.cfg.variant}: d_in={self.d_in}, d_out={self.d_out}, r={self.r}"
 
 # %% ../nbs/00_core.ipynb #b5f360c5
+_STEPS = [0]   # optimizer steps taken in this process, by any torch optimizer
+register_optimizer_step_post_hook(lambda opt, args, kwargs: _STEPS.__setitem__(0, _STEPS[0] + 1))
+
 def cached(layer:nn.Module, key:str, fn):
     "`fn()` (parameter-only work of `layer`), reused until a tensor or knob of `layer` changes; never under autograd."
     ts = [*layer.parameters(recurse=False), *layer.buffers(recurse=False)]
     if torch.is_grad_enabled() and any(t.requires_grad for t in ts): return fn()
-    stamp = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in ts) + tuple(getattr(layer, k) for k in getattr(layer, "knobs", ()))
+    stamp = (_STEPS[0],) + tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in ts) + tuple(getattr(layer, k) for k in getattr(layer, "knobs", ()))
     store = layer.__dict__.setdefault("_ll_cache", {})
     hit = store.get(key)
     if hit is not None and hit[0] == stamp: return hit[2]

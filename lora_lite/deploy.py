@@ -11,16 +11,12 @@ from typing import Optional
 import torch
 from torch import nn
 from .core import dense_weight, _is_bnb, _is_conv1d
-from .attach import ADAPTER, adapter_layers, adapter_config
+from .attach import ADAPTER, adapter_layers, adapter_config, _full
 
 # %% auto #0
 __all__ = ['merged_state_dict', 'save_merged', 'disabled', 'Summary', 'summary', 'full_adapter_state']
 
 # %% ../nbs/05_deploy.ipynb #0a9bae60
-def _full(t:torch.Tensor) -> torch.Tensor:
-    "A plain tensor: an FSDP2/TP shard (`DTensor`) is gathered whole (a collective: every rank must call)."
-    return t.full_tensor() if type(t).__name__ == "DTensor" else t
-
 def _is_quantized(m:nn.Module) -> bool: return _is_bnb(m, "4bit") or _is_bnb(m, "8bit")
 
 def _plain_dtype(model:nn.Module) -> torch.dtype:

@@ -47,7 +47,7 @@ def adapted(name, hidden=128, std=0.05, **model_kw):
 
 
 # variants whose delta_weight / delta_bias don't describe their layer (reported to their owners; strict: a fix shows up)
-KNOWN_BROKEN = {"road": "RoAd rotates the bias too (R(Wx + b)) but declares no delta_bias: merged logits off by ~5e-2"}
+KNOWN_BROKEN = {}   # variant -> why its merged export is known wrong (strict xfail)
 EVERY = [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BROKEN[n])) if n in KNOWN_BROKEN else n
          for n in sorted(ll.VARIANTS)]
 

@@ -86,10 +86,10 @@ class Road(Variant):
 
     def delta_weight(self, module): return (self.matrix() - torch.eye(self.d_out, device=self.theta.device)) @ dense_weight(module)
 
-    def reference(self, module, x):
-        "R (W x + b): the bias is rotated too."
+    def delta_bias(self, module):
+        "The bias is rotated too: R b − b."
         b = getattr(module, "bias", None)
-        return F.linear(x.float(), dense_weight(module), None if b is None else b.float()) @ self.matrix().T
+        return None if b is None else (self.matrix() - torch.eye(self.d_out, device=b.device)) @ b.float()
 
     @classmethod
     def peft_export(cls, cfg, layers, modules):
