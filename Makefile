@@ -6,7 +6,7 @@ export TRANSFORMERS_OFFLINE := 1
 export OMP_NUM_THREADS ?= 1
 PY ?= python
 
-.PHONY: test check sync export nbtest pytest docs docs-check smoke wheel bnb-smoke qwen-probe
+.PHONY: test check sync export nbtest pytest docs fuzz speed docs-check smoke wheel bnb-smoke qwen-probe
 
 ## test: the full offline test suite (CI runs this): sync check, notebooks, pytest
 test: sync docs nbtest pytest
@@ -18,6 +18,14 @@ check: test smoke wheel
 ## wheel: build sdist + wheel, twine check, install the wheel in a fresh venv and run the README quickstart from it
 wheel:
 	PY=$(PY) bash tools/wheel_check.sh
+
+## fuzz: the hypothesis fuzz of every variant x rank x dtype x widths x targets, 2,000 random examples (CI runs 300)
+fuzz:
+	LL_FUZZ_EXAMPLES=2000 LL_FUZZ_RANDOM=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz.py -s
+
+## speed: benchmarks/speed.py: training step, memory and decode per token against PEFT (long: about 15 min on one thread)
+speed:
+	$(PY) benchmarks/speed.py
 
 ## bnb-smoke: every variant on a 4-bit and an 8-bit base for a few steps (CPU or CUDA), one line per case
 bnb-smoke:
