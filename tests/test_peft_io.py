@@ -10,7 +10,7 @@ from peft import PeftModel, get_peft_model, LoraConfig, IA3Config, HRAConfig, De
 
 SMALL = dict(lora=dict(r=4), pissa=dict(r=4), dora=dict(r=4), delora=dict(r=4), ia3={}, ia3_ff={}, eva=dict(r=4),
              hra=dict(r=4), antipasto=dict(r=8), antipasto_corda=dict(r=8), antipasto_rot=dict(r=8),
-             antipasto_ablate=dict(r=8), antipasto_arrow=dict(r=16), c3a=dict(block_size=16))   # others: their defaults
+             antipasto_ablate=dict(r=8), antipasto_arrow=dict(r=16), c3a=dict(block_size=16), road=dict(group_size=32))   # others: defaults
 IMPORTERS = sorted(n for n, c in ll.VARIANTS.items() if c.__dict__.get("peft_type"))   # variants that read PEFT folders
 REPARAM = {"pissa"} | {v for v in SMALL if v.startswith("antipasto")}   # export changes parametrisation: 1e-4
 
@@ -92,7 +92,7 @@ def test_bad_peft_folders(base, ids, tmp_path):
     other = tiny_qwen3(hidden=128)
     _expect(other, ValueError, "another base model", lambda: ll.from_peft(other, tmp_path / "lora"))
     conf = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
-    for change, match in [(dict(peft_type="LOHA"), "'LOHA' has no lora_lite import"), (dict(bias="all"), "bias='all'"),
+    for change, match in [(dict(peft_type="ADALORA"), "'ADALORA' has no lora_lite import"), (dict(bias="all"), "bias='all'"),
                           (dict(modules_to_save=["lm_head"]), "modules_to_save"),
                           (dict(init_lora_weights="pissa_niter_4"), "path_initial_model_for_weight_conversion"),
                           (dict(target_modules=["wq"]), "match no linear module")]:
