@@ -65,9 +65,9 @@ docs-check:
 nbtest:
 	nbdev_test --n_workers 2 && echo "nbdev_test: $$(ls nbs/*.ipynb | wc -l) notebooks passed"
 
-## pytest: the tests/ suite; its last line is the summary (N passed, ...)
+## pytest: the tests/ suite on 2 workers (pytest-xdist; one test file per worker at a time); its last line is the summary
 pytest:
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
 
 ## smoke: the benchmark's offline smoke preset
 smoke:
