@@ -39,3 +39,17 @@ def qwen():
 @pytest.fixture
 def ids():
     return torch.randint(0, 128, (2, 10), generator=torch.Generator().manual_seed(1))
+
+
+def train_steps(model, ids, steps=3, lr=1e-2):
+    "A few AdamW steps on the LM loss, so no adapter tensor is at its init."
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    for _ in range(steps):
+        model(ids, labels=ids).loss.backward(); opt.step(); opt.zero_grad()
+    model.eval()
+
+
+def logits(m, ids):
+    "Logits without autograd."
+    with torch.no_grad(): return m(ids).logits

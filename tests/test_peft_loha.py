@@ -3,28 +3,11 @@ import copy, json
 import pytest, torch
 import lora_lite as ll
 from lora_lite.checks import tiny_qwen3
-from conftest import perturb_adapter
+from conftest import perturb_adapter, train_steps, logits
 
 peft = pytest.importorskip("peft")
 TOL = 1e-5
 QV = ["q_proj", "v_proj"]
-
-
-def train_steps(model, ids, steps=3, lr=1e-2):
-    "A few AdamW steps on the LM loss, so no adapter tensor is at its init."
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    model.train()
-    for _ in range(steps):
-        model(ids, labels=ids).loss.backward(); opt.step(); opt.zero_grad()
-    model.eval()
-
-
-def logits(m, ids):
-    with torch.no_grad(): return m(ids).logits
-
-
-@pytest.fixture
-def ids(): return torch.randint(0, 128, (2, 10), generator=torch.Generator().manual_seed(1))
 
 
 # tiny_qwen3: q 64->64, v 64->32. r=4 takes the Khatri-Rao form on both, r=8 the dense form; the patterns mix them.
