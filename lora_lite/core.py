@@ -155,6 +155,7 @@ class Variant(nn.Module):
     hook: ClassVar[str] = "output"          # "output": forward hook y -> forward(x, y);  "input": pre-hook x -> forward(x);
                                             # "both": pre-hook x -> forward_input(x), then forward hook y -> forward(x', y)
     needs_calibration: ClassVar[bool] = False
+    has_rank: ClassVar[bool] = True         # False: `r` means nothing to this method (IA3, RoAd, BOFT); `ll.summary` shows —
     knobs: ClassVar[tuple] = ()             # config fields that are runtime floats on each layer (`ll.set_knob`), e.g. "coeff"
     # the method's facts, read generically: README table, benchmark defaults, PEFT export/import
     paper: ClassVar[tuple] = ()             # (arXiv id, short title)

@@ -102,7 +102,7 @@ class Summary:
     def head(self) -> str: return f"trainable params: {self.trainable:,} || all params: {self.total:,} || trainable%: {100 * self.share:.4f}"
     def table(self, max_rows:Optional[int]=None) -> list:
         "Header + rows as lists of strings (the middle elided past `max_rows`)."
-        rows = [[r["module"], r["variant"], str(r["r"]), f"{r['trainable']:,}", "×".join(map(str, r["delta_shape"]))] for r in self.rows]
+        rows = [[r["module"], r["variant"], "—" if r["r"] is None else str(r["r"]), f"{r['trainable']:,}", "×".join(map(str, r["delta_shape"]))] for r in self.rows]
         if max_rows and len(rows) > max_rows: rows = rows[:max_rows // 2] + [["…"] * 5] + rows[-(max_rows // 2):]
         return [["module", "variant", "r", "trainable", "ΔW shape"], *rows]
     def __repr__(self, max_rows:int=24) -> str:
@@ -119,7 +119,7 @@ class Summary:
 def summary(model:nn.Module) -> Summary:
     "Trainable parameters, their share of all parameters, and per adapted module: variant, rank, trainable count, ΔW shape."
     layers = adapter_layers(model)
-    rows = [dict(module=n, variant=l.cfg.variant, r=l.r, trainable=sum(p.numel() for p in l.parameters() if p.requires_grad),
+    rows = [dict(module=n, variant=l.cfg.variant, r=l.r if l.has_rank else None, trainable=sum(p.numel() for p in l.parameters() if p.requires_grad),
                  delta_shape=(l.d_out, l.d_in)) for n, l in layers.items()]
     return Summary(adapter_config(model).variant, trainable=sum(_numel(p) for p in model.parameters() if p.requires_grad),
                    total=sum(_numel(p) for p in model.parameters()), rows=rows)

@@ -278,13 +278,47 @@ def test_ddp_two_processes_match_one(tmp_path):
     assert B.main(["--out", str(tmp_path / "one"), *args]) == 0
     (fd,), (f1,) = list((tmp_path / "ddp").rglob("result.json")), list((tmp_path / "one").rglob("result.json"))
     rd, r1 = json.loads(fd.read_text()), json.loads(f1.read_text())
-    assert "world size 2 (2 processes)" in ddp.stdout and "warning" not in ddp.stderr
+    assert "world size 2 (2 processes, data-parallel (DDP))" in ddp.stdout and "warning" not in ddp.stderr
     assert rd["world_size"] == 2 and r1["world_size"] == 1 and rd["ddp_rank_max_diff"] == 0.0   # ranks identical
     assert rd["n_eval"] == 4 and len(list((tmp_path / "ddp").rglob("result.json"))) == 1      # eval sharded, rank 0 writes
     _, td = ll.read_adapter(fd.parent / "adapter.safetensors")
     _, t1 = ll.read_adapter(f1.parent / "adapter.safetensors")
     assert td.keys() == t1.keys() and max((td[k] - t1[k]).abs().max().item() for k in td) <= 1e-5
     assert max(abs(a - b) for a, b in zip(rd["losses"], r1["losses"])) <= 1e-5
+
+
+# ---------- sharded: `accelerate launch` with an FSDP config, 2 CPU processes == 1 process with the same global batch
+ACCEL_FSDP = ["-m", "accelerate.commands.launch", "--use_fsdp", "--fsdp_version", "2", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "lora_lite.bench"]
+
+@pytest.mark.parametrize("variant,more", [("lora", []), ("oft", []), ("lora", ["--quant", "4bit"])],
+                         ids=["lora", "oft", "qlora"])   # an output hook; an input pre-hook with a cached rotation; nf4 base
+def test_fsdp_under_accelerate_launch_matches_one(tmp_path, variant, more):
+    if more: pytest.importorskip("bitsandbytes")
+    args = [*more, "--variant", variant, "--steps", "3", "--batch-size", "4", "--max-eval-samples", "5", "--max-new-tokens", "6", "--no-progress"]
+    env = {**ENV, "ACCELERATE_LOG_LEVEL": "error"}
+    sh = subprocess.run([sys.executable, *ACCEL_FSDP, "--out", str(tmp_path / "fsdp"), *args], capture_output=True, text=True, env=env, timeout=300)
+    assert sh.returncode == 0, sh.stdout[-2000:] + sh.stderr[-4000:]
+    assert "world size 2 (2 processes, sharded with FSDP2)" in sh.stdout, sh.stdout
+    assert B.main(["--out", str(tmp_path / "one"), *args]) == 0
+    (fs,), (f1,) = list((tmp_path / "fsdp").rglob("result.json")), list((tmp_path / "one").rglob("result.json"))
+    rs, r1 = json.loads(fs.read_text()), json.loads(f1.read_text())
+    assert rs["fsdp"] is True and rs["world_size"] == 2 and r1["fsdp"] is False
+    assert rs["reload_max_diff"] == 0.0 and rs["adapter_effect"] > 0          # the file == the gathered live adapter
+    assert rs["n_eval"] == 5 and rs["trainable_params"] == r1["trainable_params"]   # 5 rows on 2 ranks: one rank has a dummy batch
+    _, ts = ll.read_adapter(fs.parent / "adapter.safetensors")
+    _, t1 = ll.read_adapter(f1.parent / "adapter.safetensors")
+    assert all(type(t) is torch.Tensor for t in ts.values())
+    assert ts.keys() == t1.keys() and max((ts[k] - t1[k]).abs().max().item() for k in ts) <= 1e-5
+    assert max(abs(a - b) for a, b in zip(rs["losses"], r1["losses"])) <= 1e-5
+    assert [s["generation"] for s in rs["samples"]] == [s["generation"] for s in r1["samples"]]
+
+
+def test_fsdp_flag_refuses_8bit_and_warns_on_one_process(tmp_path, capsys):
+    assert B.main(["--fsdp", "--quant", "8bit", "--out", str(tmp_path)]) == 2
+    assert "--quant 8bit can't be sharded by FSDP" in capsys.readouterr().err
+    line, warn = B.world_line(1, None, "cpu", fsdp=True)
+    assert "one process" in line and "not sharded" in warn
 
 
 def test_batched_left_padded_generation_matches_one_by_one():

@@ -230,6 +230,15 @@ def test_summary_counts_4bit_like_peft(tmp_path):
     assert s.total == sum(p.numel() for p in tiny_qwen3(hidden=128).parameters()) + s.trainable
 
 
+@pytest.mark.parametrize("variant", ["ia3", "ia3_ff", "road", "boft"])
+def test_summary_shows_no_rank_for_rank_free_variants(variant):
+    "IA3 / RoAd / BOFT have no rank: the table shows — instead of the config's unused r."
+    m = tiny_qwen3(hidden=128)
+    ll.attach(m, ll.get_config(variant, **({"group_size": 32} if variant == "road" else {})))
+    s = summary(m)
+    assert all(r["r"] is None for r in s.rows) and all(row[2] == "—" for row in s.table()[1:])
+
+
 def test_summary_long_table_is_elided():
     m = tiny_qwen3(hidden=64, n_layers=4)
     ll.attach(m, ll.LoRAConfig(r=2, target_names=("proj",)))

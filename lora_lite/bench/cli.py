@@ -9,6 +9,7 @@ from pathlib import Path
 import lora_lite as ll
 from .data import SOURCES, MissingExtra, Unavailable, need
 from .run import PRESETS, Settings, adapter_fields, flag, problems
+from .train import fsdp_requested
 
 # %% auto #0
 __all__ = ['SETTINGS_FLAGS', 'parser', 'load_plugin', 'variants_of', 'preflight', 'world_line', 'result_line', 'smoke_verdict',
@@ -58,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
         a(flag(k), type=t, help=h + _preset_values(k), **({"choices": list(ll.DTYPES)} if k == "dtype" else {}))
     a("--targets", nargs="+", help="target_names regexes (default: the variant config's own, e.g. q_proj v_proj)")
     a("--quant", choices=["none", "4bit", "8bit"], default="none", help="load the base model quantized (needs bitsandbytes)")
+    a("--fsdp", action="store_true", default=None, help="several processes shard the model with FSDP2 instead of DDP "
+      "(implied by `accelerate launch` with an FSDP config)")
     a("--seed", type=int, default=0, help="seed of the data order and the adapter init")
     a("--device", help="torch device (default: cuda if available, else cpu)")
     a("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -98,13 +101,16 @@ def preflight(settings:list) -> list:
     return out
 
 # %% ../../nbs/94_bench_cli.ipynb #51901f14
-def world_line(world:int, requested, device) -> tuple:
-    "(the line that says how many processes run, a warning or None)."
-    line = f"lora-lite-bench: world size {world} ({'one process' if world == 1 else f'{world} processes'}) on {device}"
-    if requested is None or requested <= world: return line, None
-    return line, (f"lora-lite-bench: warning: {requested} processes were requested but this run has {world}. On a CPU, "
-                  "`accelerate launch` starts several processes only with --multi_gpu (gloo), or use "
-                  f"`torchrun --nproc_per_node {requested} -m lora_lite.bench ...`.")
+def world_line(world:int, requested, device, fsdp:bool=False) -> tuple:
+    "(the line that says how many processes run and how, a warning or None)."
+    how = "one process" if world == 1 else f"{world} processes, {'sharded with FSDP2' if fsdp else 'data-parallel (DDP)'}"
+    line, warn = f"lora-lite-bench: world size {world} ({how}) on {device}", []
+    if requested is not None and requested > world:
+        warn.append(f"lora-lite-bench: warning: {requested} processes were requested but this run has {world}. On a CPU, "
+                    "`accelerate launch` starts several processes only with --multi_gpu or an FSDP config (gloo), or use "
+                    f"`torchrun --nproc_per_node {requested} -m lora_lite.bench ...`.")
+    if fsdp and world == 1: warn.append("lora-lite-bench: warning: FSDP was asked for, but one process has nothing to shard with: the model is not sharded.")
+    return line, "\n".join(warn) or None
 
 # %% ../../nbs/94_bench_cli.ipynb #cfb4ceb1
 def result_line(res:dict) -> str:
@@ -157,7 +163,8 @@ def _main(p, o, argv) -> int:
     try: names = variants_of(o.variant)
     except ValueError as e: return _error(p, f"{e} (or 'none' for the base model, 'all' for every variant)")
     flags = {k: getattr(o, k) for k in SETTINGS_FLAGS} | {"out": o.out, "seed": o.seed, "quant": o.quant, "device": o.device,
-             "progress": o.progress, "plugins": tuple(o.plugin), "targets": tuple(o.targets) if o.targets else None}
+             "progress": o.progress, "plugins": tuple(o.plugin), "targets": tuple(o.targets) if o.targets else None,
+             "fsdp": True if fsdp_requested(o.fsdp) else None}
     settings = [Settings.build(o.preset, v, **flags) for v in names]
     if msgs := sorted({m for s in settings for m in problems(s)}): return _error(p, "; ".join(msgs))
     need("transformers")
@@ -166,7 +173,7 @@ def _main(p, o, argv) -> int:
     from lora_lite.bench.train import init_distributed, requested_processes
     rank, world, device = init_distributed(o.device)
     if rank == 0:
-        line, warn = world_line(world, requested_processes(), device)
+        line, warn = world_line(world, requested_processes(), device, fsdp=settings[0].fsdp)
         print(line)
         if warn: print(warn, file=sys.stderr)
     if any(s.batch_size % world for s in settings): return _error(p, f"--batch-size must be a multiple of the number of processes ({world}): it is the global batch")

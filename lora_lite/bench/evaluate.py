@@ -28,7 +28,7 @@ class StopAtAnswer:
 # %% ../../nbs/92_bench_evaluate.ipynb #b807d52f
 @torch.no_grad()
 def evaluate(model, tok, rows:list, batch_size:int=64, max_new_tokens:int=300, device="cpu", progress:bool=True,
-             n_samples:int=3, sort:bool=True, stop:bool=True) -> dict:
+             n_samples:int=3, sort:bool=True, stop:bool=True, synced:bool=False) -> dict:
     "Greedy answers to `rows` (question/answer): accuracy, counts, seconds, generated tokens/s and a few samples."
     rank, world = rank_world()
     model.eval()
@@ -37,11 +37,14 @@ def evaluate(model, tok, rows:list, batch_size:int=64, max_new_tokens:int=300, d
     order = sorted(range(len(rows)), key=lambda i: -len(prompts[i])) if sort else list(range(len(rows)))
     mine, out, n_tok = order[rank::world], [], 0
     bar, t0 = _bar(len(mine), "eval", progress and rank == 0), time.perf_counter()
-    for b in range(0, len(mine), batch_size):
+    n_batches = -(-len(order[::world]) // batch_size) if synced else -(-len(mine) // batch_size)   # synced: rank 0's count
+    for b in range(0, n_batches * batch_size, batch_size):
         idx = mine[b:b + batch_size]
-        ids, mask = left_pad([prompts[j] for j in idx], tok.pad_token_id)
+        ids, mask = left_pad([prompts[j] for j in idx or order[:1]], tok.pad_token_id)   # synced, none left: a dummy row
         y = gen.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens, do_sample=False,
-                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, stopping_criteria=[StopAtAnswer(tok)] if stop else None)
+                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, synced_gpus=synced,
+                         stopping_criteria=[StopAtAnswer(tok)] if stop else None)
+        if not idx: continue
         new = y[:, ids.shape[1]:].cpu()
         n_tok += int((new != tok.pad_token_id).sum())
         for j, seq in zip(idx, new):

@@ -12,12 +12,12 @@ import torch
 import lora_lite as ll
 from ..helpers import atomic_write
 from .data import collate, encode_rows, fingerprint, load_rows, shuffled, take
-from .train import load_model, rank_max_diff, rank_world, train
+from .train import load_model, rank_max_diff, rank_world, shard, train
 from .evaluate import evaluate
 
 # %% auto #0
 __all__ = ['PRESETS', 'LIMITS', 'POSITIVE', 'Settings', 'variant_defaults', 'flag', 'problems', 'adapter_fields', 'run_id',
-           'peak_memory', 'write_json', 'git_commit', 'reload_check', 'run', 'probe']
+           'peak_memory', 'write_json', 'git_commit', 'reload_check', 'sharded_reload_check', 'run', 'probe']
 
 # %% ../../nbs/93_bench_run.ipynb #b2dac661
 PRESETS = {
@@ -47,6 +47,7 @@ class Settings:
     variant_defaults: bool
     out: str = "runs"; seed: int = 0; quant: str = "none"; targets: Optional[tuple] = None
     device: Optional[str] = None; progress: bool = True; plugins: tuple = ()
+    fsdp: bool = False           # shard with FSDP2 instead of DDP when several processes run (--fsdp, or accelerate's FSDP)
     adapter: tuple = ()          # (field, value) pairs of the variant's own config defaults, e.g. FourierFT's n_frequency
 
     @classmethod
@@ -86,6 +87,7 @@ def problems(s:Settings) -> list:
     out += [f"{flag(k)} must be > 0 (got {getattr(s, k)})" for k in POSITIVE if not getattr(s, k) > 0]
     if not s.weight_decay >= 0: out.append(f"--weight-decay must be >= 0 (got {s.weight_decay})")
     if s.dtype not in ll.DTYPES: out.append(f"--dtype must be one of {list(ll.DTYPES)} (got {s.dtype})")
+    if s.fsdp and s.quant == "8bit": out.append("--quant 8bit can't be sharded by FSDP (int8 weights); use --quant 4bit or no --quant")
     if f := _file_on_path(Path(s.out)): out.append(f"--out {s.out}: {f} is a file, not a folder; give a folder for the runs")
     return out
 
@@ -128,15 +130,38 @@ def reload_check(model, path, batch) -> dict:
     y = f(); ll.detach(model); y_base = f(); ll.load(model, path); y2 = f()
     return {"reload_max_diff": (y2 - y).abs().max().item(), "adapter_effect": (y - y_base).abs().max().item()}
 
+@torch.no_grad()
+def sharded_reload_check(model, path, batch) -> dict:
+    "Under FSDP (every rank): max |file tensor - gathered live tensor| (must be 0) and the adapter's effect on logits."
+    from lora_lite.deploy import full_adapter_state
+    live, (_, saved) = full_adapter_state(model), ll.read_adapter(path)
+    f = lambda: model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    y = f()
+    with ll.disabled(model): y_base = f()
+    diff = max((saved[k] - v).abs().max().item() for k, v in live.items()) if saved.keys() == live.keys() else float("inf")
+    return {"reload_max_diff": diff, "adapter_effect": (y - y_base).abs().max().item()}
+
+@torch.no_grad()
+def sharded_reload_check(model, path, batch) -> dict:
+    "Under FSDP (every rank): max |file tensor - gathered live tensor| (must be 0) and the adapter's effect on logits."
+    from ..deploy import full_adapter_state
+    live, (_, saved) = full_adapter_state(model), ll.read_adapter(path)
+    f = lambda: model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    y = f()
+    with ll.disabled(model): y_base = f()
+    diff = max((saved[k] - v).abs().max().item() for k, v in live.items()) if saved.keys() == live.keys() else float("inf")
+    return {"reload_max_diff": diff, "adapter_effect": (y - y_base).abs().max().item()}
+
 # %% ../../nbs/93_bench_run.ipynb #d1013a4b
 def run(s:Settings, device="cpu") -> dict:
     "Train and evaluate one variant as `s` says; writes the adapter and result.json on rank 0; returns the result."
     rank, world = rank_world()
+    fsdp = s.fsdp and world > 1 and s.variant != "none"                  # the base model alone has nothing to train
     gc.collect()
     if torch.device(device).type == "cuda": torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(device)
     if s.threads and torch.device(device).type == "cpu": torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed); t_start = time.perf_counter()
-    model, tok = load_model(s.model, ll.DTYPES[s.dtype], s.quant, device, s.seed)
+    model, tok = load_model(s.model, ll.DTYPES[s.dtype], s.quant, device, s.seed, fsdp=fsdp)
     eval_rows = take(load_rows(s.eval_data, "test", s.eval_config), s.max_eval_samples)
     need, train_rows, examples, dropped, cfg, names = s.steps * s.batch_size, [], [], 0, None, []
     tr = {"losses": [], "train_tokens": 0, "train_s": 0.0, "tokens_per_s": 0.0}
@@ -148,10 +173,11 @@ def run(s:Settings, device="cpu") -> dict:
         calib = _batches(examples, s, tok.pad_token_id, device, s.calib_batches) if ll.variant_class(s.variant).needs_calibration else None
         torch.manual_seed(s.seed)                                              # same adapter init on every rank
         names = ll.attach(model, cfg, calibration_data=calib)
-        net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.device(device).index] if "cuda" in str(device) else None)
+        if fsdp: net = shard(model)                                           # attach first, shard after
+        else: net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.device(device).index] if "cuda" in str(device) else None)
         tr = train(net, examples, s.steps, s.batch_size, s.lr, tok.pad_token_id, s.weight_decay, s.warmup, s.clip, device, s.progress)
-        if world > 1: tr["ddp_rank_max_diff"] = rank_max_diff(model)
-    ev = evaluate(model, tok, eval_rows, s.eval_batch_size, s.max_new_tokens, device, s.progress)
+        if world > 1 and not fsdp: tr["ddp_rank_max_diff"] = rank_max_diff(model)
+    ev = evaluate(model, tok, eval_rows, s.eval_batch_size, s.max_new_tokens, device, s.progress, synced=fsdp)
     mem, mem_kind = peak_memory(device)
     res = {"run_id": run_id(s), "preset": s.preset, "variant": s.variant, "model": s.model, "accuracy": ev["accuracy"],
            "n_eval": ev["n_eval"], "n_correct": ev["n_correct"], "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad) if names else 0,
@@ -160,12 +186,15 @@ def run(s:Settings, device="cpu") -> dict:
            "tokens_per_s": tr["tokens_per_s"], "eval_gen_tokens": ev["gen_tokens"], "eval_tokens_per_s": ev["gen_tokens_per_s"],
            "loss_first": tr["losses"][0] if tr["losses"] else None, "loss_last": tr["losses"][-1] if tr["losses"] else None,
            "losses": tr["losses"], "ddp_rank_max_diff": tr.get("ddp_rank_max_diff"), "dropped_overlong": dropped, "n_train_examples": len(examples),
-           "world_size": world, "config": dataclasses.asdict(s), "adapter_config": cfg.to_dict() if cfg else None,
+           "world_size": world, "fsdp": fsdp, "config": dataclasses.asdict(s), "adapter_config": cfg.to_dict() if cfg else None,
            "lora_lite_version": ll.__version__, "git_commit": git_commit(), "torch_version": torch.__version__, "device": str(device),
            "data_fingerprints": {"train": fingerprint(train_rows[:len(examples) + dropped]), "eval": fingerprint(eval_rows)}, "samples": ev["samples"]}
+    d = Path(s.out) / res["run_id"]
+    if fsdp:                                                                 # collectives: every rank
+        res["adapter"] = str(ll.save(model, d / "adapter.safetensors"))       # gathers the shards; rank 0 writes
+        res |= sharded_reload_check(model, res["adapter"], _batches(examples, s, tok.pad_token_id, device, 1)[0])
     if rank == 0:
-        d = Path(s.out) / res["run_id"]
-        if names:
+        if names and not fsdp:
             res["adapter"] = str(ll.save(model, d / "adapter.safetensors"))
             res |= reload_check(model, res["adapter"], _batches(examples, s, tok.pad_token_id, device, 1)[0])
         res["result_path"] = str(write_json(res, d / "result.json"))

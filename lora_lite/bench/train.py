@@ -8,13 +8,14 @@ import math, os, re, tempfile, time
 from pathlib import Path
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 import lora_lite as ll
 from ..helpers import tiny_qwen3
 from .data import CharTokenizer, Unavailable, collate, need
 
 # %% auto #0
 __all__ = ['tiny_model', 'load_model', 'model_skeleton', 'check_targets', 'rank_world', 'init_distributed', 'requested_processes',
-           'loss_sum', 'cosine_schedule', 'train', 'rank_max_diff']
+           'fsdp_requested', 'block_classes', 'shard', 'loss_sum', 'cosine_schedule', 'train', 'rank_max_diff']
 
 # %% ../../nbs/91_bench_train.ipynb #d15efc00
 def tiny_model(vocab:int=128, hidden:int=128, n_layers:int=2, seed:int=0):
@@ -24,10 +25,11 @@ def tiny_model(vocab:int=128, hidden:int=128, n_layers:int=2, seed:int=0):
     m.config.max_position_embeddings = 1024            # prompt + 140 new tokens (RoPE has no hard limit)
     return m
 
-def _bnb_config(quant, dtype):
+def _bnb_config(quant, dtype, fsdp=False):
     need("bitsandbytes")
     from transformers import BitsAndBytesConfig
-    if quant == "4bit": return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_type="nf4")
+    store = {"bnb_4bit_quant_storage": dtype} if fsdp else {}     # packed nf4 in float words: FSDP can shard them
+    if quant == "4bit": return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_type="nf4", **store)
     return BitsAndBytesConfig(load_in_8bit=True)
 
 # %% ../../nbs/91_bench_train.ipynb #f1e2a08b
@@ -35,16 +37,17 @@ def _unavailable(name, e):
     return Unavailable(f"couldn't fetch the model {name!r} ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}). "
                        "Offline? Pass --model PATH (a local folder with config.json, weights and tokenizer).")
 
-def load_model(name:str, dtype=torch.bfloat16, quant:str="none", device="cpu", seed:int=0) -> tuple:
+def load_model(name:str, dtype=torch.bfloat16, quant:str="none", device="cpu", seed:int=0, fsdp:bool=False) -> tuple:
     "(model, tokenizer): `name` 'tiny' builds the smoke model + CharTokenizer, anything else loads by name or path."
     need("transformers")
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    qc = None if quant == "none" else _bnb_config(quant, dtype)
+    qc = None if quant == "none" else _bnb_config(quant, dtype, fsdp)
     if name == "tiny":
         tok, model = CharTokenizer(), tiny_model(seed=seed).to(dtype)
         if qc is not None:
             with tempfile.TemporaryDirectory() as d:
-                model.save_pretrained(d)
+                model.config.save_pretrained(d)        # not model.save_pretrained: under torch.distributed only rank 0 writes
+                save_file({k: v.clone() for k, v in model.state_dict().items()}, f"{d}/model.safetensors", metadata={"format": "pt"})
                 model = AutoModelForCausalLM.from_pretrained(d, quantization_config=qc, device_map=str(device), dtype=dtype)
         return model.to(device) if qc is None else model, tok
     try:
@@ -104,6 +107,29 @@ def requested_processes(env=None, launcher_args=None):
             v = m.group(1) or (launcher_args[i + 1] if i + 1 < len(launcher_args) else "")
             if v.isdigit(): return int(v)
     return None
+
+# %% ../../nbs/91_bench_train.ipynb #9a81056e
+def fsdp_requested(flag:bool=False, env=None) -> bool:
+    "Shard with FSDP2? The --fsdp flag, or an `accelerate launch` with an FSDP config (ACCELERATE_USE_FSDP=true)."
+    env = os.environ if env is None else env
+    return bool(flag) or env.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+
+def block_classes(model, env=None) -> set:
+    "Class names of the modules to shard one by one: FSDP_TRANSFORMER_CLS_TO_WRAP (accelerate), else `_no_split_modules`."
+    env = os.environ if env is None else env
+    return set(filter(None, re.split(r"[,\s]+", env.get("FSDP_TRANSFORMER_CLS_TO_WRAP", "")))) or set(getattr(model, "_no_split_modules", None) or ())
+
+def shard(model, env=None):
+    "FSDP2 after `ll.attach`: `fully_shard` each decoder block (base and adapter), then the root (every rank calls it)."
+    from torch.distributed.fsdp import fully_shard
+    env = os.environ if env is None else env
+    names = block_classes(model, env)
+    blocks = [m for m in model.modules() if type(m).__name__ in names]
+    if not blocks: raise ValueError(f"FSDP: {type(model).__name__} has no module of class {sorted(names)}; set accelerate's "
+                                    "fsdp_transformer_layer_cls_to_wrap (FSDP_TRANSFORMER_CLS_TO_WRAP) to its decoder block's class")
+    kw = {"reshard_after_forward": env.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() != "false"}
+    for b in blocks: fully_shard(b, **kw)
+    return fully_shard(model, **kw)
 
 # %% ../../nbs/91_bench_train.ipynb #355a6002
 def _n_targets(ex): return sum(l != -100 for l in ex["labels"][1:])   # tokens that are predicted (after the shift)

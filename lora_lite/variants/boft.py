@@ -69,6 +69,7 @@ def cayley_exact(K:torch.Tensor) -> torch.Tensor:
 class BOFT(Variant):
     "Butterfly orthogonal rotation of the input (pre-hook) and a gain per output (output hook)."
     config_cls = BOFTConfig
+    has_rank = False
     hook = "both"
     paper = ("2311.06243", "BOFT: Parameter-Efficient Orthogonal Finetuning via Butterfly Factorization")
     bench = {"lr": 1e-4}                            # PEFT's MetaMathQA experiment: default BOFTConfig (b=4, m=1)

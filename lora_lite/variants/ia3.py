@@ -36,6 +36,7 @@ def ia3_import(cls, pc, dims, tensors, dtype, ff:bool):
 class IA3(Variant):
     "Learned output gains l (d_out), applied by a forward hook; the bias is scaled too."
     config_cls = IA3Config
+    has_rank = False
     paper = ("2205.05638", "(IA)³: Few-Shot Parameter-Efficient Fine-Tuning")
     bench = {"lr": 5e-3}
     results = {ORIGINAL: 60.0}

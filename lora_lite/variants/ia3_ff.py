@@ -26,6 +26,7 @@ class IA3FFConfig(AdapterConfig):
 class IA3FF(Variant):
     "Learned input gains l (d_in), applied by a forward pre-hook."
     config_cls = IA3FFConfig
+    has_rank = False
     hook = "input"
     paper = ("2205.05638", "(IA)³ on feed-forward inputs")
     bench = {"lr": 5e-3}

@@ -42,6 +42,7 @@ _SIZE = {"road_1": 0.5, "road_2": 1, "road_4": 2}   # θ and α entries per outp
 class Road(Variant):
     "Scaled 2D rotations of output-feature pairs (output hook): y ← c₁⊙y + c̃₂⊙swap(y)."
     config_cls = RoadConfig
+    has_rank = False
     hook = "output"
     paper = ("2409.00119", "RoAd: 2D Rotary Adaptation")
     bench = {"lr": 1e-3, "road_variant": "road_2"}  # PEFT's MetaMathQA experiment road/llama-3.2-3B-lr_0.001
