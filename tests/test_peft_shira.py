@@ -118,17 +118,22 @@ def test_per_layer_ranks_refused_at_export(tmp_path):
     with pytest.raises(ValueError, match="one r for all layers"): ll.to_peft(m, tmp_path / "p")
 
 
-@pytest.mark.parametrize("T", [1, 30])   # 1 token: the gather path on every layer; 30: the dense ΔW (cached)
+@pytest.mark.parametrize("T", [1, 30])   # with autograd: 1 token gathers, 30 use the dense ΔW; without: the CSR ΔW (cached)
 def test_decode_cache_is_exact_and_never_stale(T):
     m = tiny_qwen3(); ll.attach(m, ll.SHiRAConfig(r=4)); perturb_adapter(m, std=0.1)
     ids = torch.randint(0, 128, (1, T), generator=torch.Generator().manual_seed(2))
-    fresh = lambda: m(ids).logits.detach()                 # with autograd on, nothing is cached
-    ref = fresh()
+    def uncached():                                          # the inference path, its CSR ΔW built afresh
+        for layer in ll.adapter_layers(m).values(): layer.__dict__.pop("_ll_cache", None)
+        with torch.no_grad(): return m(ids).logits
+    grad_path = lambda: m(ids).logits.detach()              # with autograd on, nothing is cached
+    ref = uncached()
     with torch.no_grad():
         y1, y2 = m(ids).logits, m(ids).logits
     assert torch.equal(y1, ref) and torch.equal(y2, ref)
+    torch.testing.assert_close(ref, grad_path(), atol=1e-5, rtol=0)   # CSR == gather / dense up to summation order
     with torch.no_grad():                                   # in-place edits under no_grad: the cache must notice
-        for layer in ll.adapter_layers(m).values(): layer.w.mul_(3)   # (with 1 token only v_proj matters)
+        for layer in ll.adapter_layers(m).values(): layer.w.mul_(3)
         y3 = m(ids).logits
-    ref3 = fresh()
+    ref3 = uncached()
     assert not torch.equal(ref3, ref) and torch.equal(y3, ref3)
+    torch.testing.assert_close(ref3, grad_path(), atol=1e-5, rtol=0)

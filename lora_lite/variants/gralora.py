@@ -10,7 +10,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool
+from ..core import AdapterConfig, Variant, register, cached, check_int, check_float, check_bool
 from ..helpers import peft_key
 
 # %% auto #0
@@ -73,9 +73,21 @@ class Gralora(Variant):
             if self.cfg.init_weights: nn.init.zeros_(self.B_general)
             else: _uniform(self.B_general, self.cfg.hybrid_r)
 
+    def factors(self) -> tuple:
+        "(P (d_in, k·r + h), Q (k·r + h, d_out)): the grid as one LoRA-like pair, z = (xP)Q; P, Q block-diagonal."
+        k, t = self.cfg.gralora_k, self.r // self.cfg.gralora_k
+        P = torch.block_diag(*self.A)                                             # (d_in, k_in·k_out·t): x_n A_n, in (n, j) order
+        P = P.unflatten(1, (k, k, t)).transpose(1, 2).flatten(1)                   # columns in (j, n) order: output block j's group
+        Q = torch.block_diag(*self.B)                                             # (k·r, d_out)
+        if self.cfg.hybrid_r: P, Q = torch.cat([P, self.A_general.T], 1), torch.cat([Q, self.B_general.T], 0)
+        return P, Q
+
     def forward(self, x, y):
         k, t = self.cfg.gralora_k, self.r // self.cfg.gralora_k
         x = F.dropout(x.to(self.A.dtype), self.cfg.gralora_dropout, self.training)
+        if x.numel() <= 16 * self.d_in and not (torch.is_grad_enabled() and self.A.requires_grad):   # decoding: 2 matmuls
+            P, Q = cached(self, "PQ", self.factors)
+            return (y + self.scale * ((x @ P) @ Q)).to(y.dtype)
         u = torch.einsum("...ni,nir->...nr", x.unflatten(-1, (k, -1)), self.A)   # (..., k_in, r): x_n A_n
         u = u.unflatten(-1, (k, t)).transpose(-3, -2).flatten(-2)               # (..., k_out, r): group j of every x_n A_n
         z = torch.einsum("...jr,jro->...jo", u, self.B).flatten(-2)              # (..., d_out)

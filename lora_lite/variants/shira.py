@@ -4,7 +4,7 @@
 
 # %% ../../nbs/65_shira.ipynb #1065e78e
 from __future__ import annotations
-import re
+import re, warnings
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
@@ -75,9 +75,20 @@ class SHiRA(Variant):
         "ΔW (d_out, d_in): w scattered to its positions."
         return self.w.new_zeros(self.d_out * self.d_in).index_put((self.idx,), self.w).view(self.d_out, self.d_in)
 
+    def csr(self) -> torch.Tensor:
+        "ΔW (d_out, d_in) as a sparse CSR matrix with int32 indices: a product reads the n values, not d_out·d_in."
+        order = self.idx.argsort()                                              # row-major (an import may be unsorted)
+        idx, w = self.idx[order], self.w.detach()[order]
+        crow = torch.cat([idx.new_zeros(1), torch.bincount(idx // self.d_in, minlength=self.d_out).cumsum(0)])
+        with warnings.catch_warnings():                                         # "CSR support is in beta": it is exact here
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(crow.int(), (idx % self.d_in).int(), w, (self.d_out, self.d_in))
+
     def forward(self, x, y):
         x = x.to(self.w.dtype)
-        if x.numel() // self.d_in * self.n <= self.d_in * self.d_out:            # few tokens: gather, O(T·n)
+        if not (torch.is_grad_enabled() and self.w.requires_grad) and self.w.dtype in (torch.float32, torch.float64):
+            d = (cached(self, "csr", self.csr) @ x.reshape(-1, self.d_in).T).T.reshape(*x.shape[:-1], self.d_out)   # inference
+        elif x.numel() // self.d_in * self.n <= self.d_in * self.d_out:            # few tokens: gather, O(T·n)
             rows, cols = self.idx // self.d_in, self.idx % self.d_in
             d = x.new_zeros(*x.shape[:-1], self.d_out).index_add_(-1, rows, x[..., cols] * self.w)
         else: d = F.linear(x, cached(self, "dW", self.dense))                   # many tokens: dense ΔW
