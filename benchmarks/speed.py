@@ -339,20 +339,30 @@ def time_decode(args):
         with torch.inference_mode(): return m(pre).logits
     toks = {}
     for k in keys: toks[k] = gen(models[k])[0, -n:].tolist(); prefill(models[k])   # warm-up (and the cache fill)
+    # each measurement of a variant sits next to its own base measurement (alternating which runs first), so the
+    # machine's drifts (shared cores: ±10 % over seconds) cancel in the ratio; medians over rounds
     dt, pt = {k: [] for k in keys}, {k: [] for k in keys}
+    db, pb = {k: [] for k in keys}, {k: [] for k in keys}              # the paired base times
+    def timed(f, m, size):
+        gc.collect(); t0 = now(); f(m); return (now() - t0) / size
     for i in range(args.decode_repeats):
-        order = keys[i % len(keys):] + keys[:i % len(keys)]
-        for k in order:
-            if i >= 2 and dt[k] and med(dt[k]) > 3 * med(dt["base"]): continue   # ≥ 3× slower (PEFT's HRA): 2 rounds do
-            gc.collect(); t0 = now(); gen(models[k]); dt[k].append((now() - t0) / n)
+        for j, k in enumerate(keys):
+            if k == "base": continue
+            if i >= 2 and dt[k] and med(dt[k]) > 3 * med(db[k]): continue   # ≥ 3× slower (PEFT's HRA): 2 rounds do
+            for m, mine in [(models[k], dt[k]), (models["base"], db[k])][::1 if (i + j) % 2 else -1]:
+                mine.append(timed(gen, m, n))
             if i < args.prefill_repeats:
-                gc.collect(); t0 = now(); prefill(models[k]); pt[k].append((now() - t0) / pre.numel())
-        print(f"  decode round {i + 1}/{args.decode_repeats}: base {dt['base'][-1]*1e3:.2f} ms/token", flush=True)
+                for m, mine in [(models[k], pt[k]), (models["base"], pb[k])][::1 if (i + j) % 2 else -1]:
+                    mine.append(timed(prefill, m, pre.numel()))
+        dt["base"] += [t for k in keys for t in db[k][i:i + 1]]; pt["base"] += [t for k in keys for t in pb[k][i:i + 1]]
+        print(f"  decode round {i + 1}/{args.decode_repeats}: base {med(dt['base'][-len(keys):]) * 1e3:.2f} ms/token", flush=True)
     rows = {}
     for k in keys:
         if k == "base": continue
-        rows[k] = {"decode_ms_per_token": med(dt[k]) * 1e3, "decode_over_base": paired(dt[k], dt["base"]),
-                   "prefill_us_per_token": med(pt[k]) * 1e6, "prefill_over_base": paired(pt[k], pt["base"]),
+        rows[k] = {"decode_ms_per_token": med(dt[k]) * 1e3, "decode_over_base": min(dt[k]) / min(dt["base"]),
+                   "decode_over_base_paired_median": paired(dt[k], db[k]),
+                   "prefill_us_per_token": med(pt[k]) * 1e6, "prefill_over_base": min(pt[k]) / min(pt["base"]),
+                   "prefill_over_base_paired_median": paired(pt[k], pb[k]),
                    "same_tokens_as_base": toks[k] == toks["base"]}
     return {"meta": {"model": DEC, "new_tokens": n, "prompt": 8, "prefill": [args.prefill_batch, args.prefill_seq],
                      "r": R, "antipasto_r": AP_R, "rounds": args.decode_repeats, "prefill_rounds": args.prefill_repeats,
@@ -366,14 +376,15 @@ def time_decode(args):
 def print_decode(d):
     m = d["meta"]
     print(f"\n== decode: Qwen3 {m['model']}, batch-1 greedy {m['new_tokens']} tokens, prefill {m['prefill']}; "
-          f"medians of {m['rounds']}/{m['prefill_rounds']} interleaved rounds of per-token time ÷ base (paired)")
+          f"best of {m['rounds']}/{m['prefill_rounds']} rounds, per-token time ÷ the base's best "
+          f"(each run next to a base run; in brackets: the median of those paired ratios)")
     print(f"base: {d['base']['decode_ms_per_token']:.2f} ms/token decode, {d['base']['prefill_us_per_token']:.1f} µs/token prefill")
     vs = sorted({k.split(':')[1] for k in d["rows"]})
-    print(f"{'variant':18s}{'ll dec':>8s}{'peft dec':>9s}{'ll pre':>8s}{'peft pre':>9s}")
+    print(f"{'variant':18s}{'ll decode':>16s}{'peft decode':>16s}{'ll prefill':>16s}{'peft prefill':>16s}")
     for v in vs:
         a, b = d["rows"].get(f"ll:{v}"), d["rows"].get(f"peft:{v}")
-        f = lambda r, k: fmt(r[k], 3) if r else "    -"
-        print(f"{v:18s}{f(a, 'decode_over_base'):>8s}{f(b, 'decode_over_base'):>9s}{f(a, 'prefill_over_base'):>8s}{f(b, 'prefill_over_base'):>9s}")
+        f = lambda r, k: f"{r[k]:.3f} ({r[k + '_paired_median']:.3f})" if r and k + "_paired_median" in r else (fmt(r[k], 3) if r else "-")
+        print(f"{v:18s}{f(a, 'decode_over_base'):>16s}{f(b, 'decode_over_base'):>16s}{f(a, 'prefill_over_base'):>16s}{f(b, 'prefill_over_base'):>16s}")
     for k, e in d["failed"].items(): print(f"  {k}: FAILED {e}")
 
 # ------------------------------------------------------------------ report

@@ -75,7 +75,8 @@ class C3A(Variant):
     def forward(self, x, y):
         K = cached(self, "kernel_fft", self.kernel_fft)                         # reused while decoding
         X = torch.fft.rfft(x.to(self._dtype()).unflatten(-1, (-1, self.r)))     # (..., d_in/b, b//2+1)
-        Z = torch.einsum("...jf,ijf->...if", X, K)                              # (..., d_out/b, b//2+1)
+        if X[..., 0, 0].numel() <= 4: Z = (X.unsqueeze(-3) * K).sum(-2)         # decoding: (..., i, j, f) is small
+        else: Z = torch.einsum("...jf,ijf->...if", X, K)                        # (..., d_out/b, b//2+1)
         z = torch.fft.irfft(Z, n=self.r).flatten(-2) / self.d_in                # (..., d_out)
         return (y + z).to(y.dtype)
 
