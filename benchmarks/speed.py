@@ -339,52 +339,53 @@ def time_decode(args):
         with torch.inference_mode(): return m(pre).logits
     toks = {}
     for k in keys: toks[k] = gen(models[k])[0, -n:].tolist(); prefill(models[k])   # warm-up (and the cache fill)
-    # each measurement of a variant sits next to its own base measurement (alternating which runs first), so the
-    # machine's drifts (shared cores: ±10 % over seconds) cancel in the ratio; medians over rounds
+    # base, k1, base, k2, base, ... : each variant run sits between two base runs and is divided by their mean, so the
+    # machine's drifts (two shared cores: ±10 % over seconds) cancel in the ratio; medians of those ratios over rounds
     dt, pt = {k: [] for k in keys}, {k: [] for k in keys}
-    db, pb = {k: [] for k in keys}, {k: [] for k in keys}              # the paired base times
+    rd, rp = {k: [] for k in keys}, {k: [] for k in keys}              # the paired ratios
     def timed(f, m, size):
         gc.collect(); t0 = now(); f(m); return (now() - t0) / size
+    others = [k for k in keys if k != "base"]
     for i in range(args.decode_repeats):
-        for j, k in enumerate(keys):
-            if k == "base": continue
-            if i >= 2 and dt[k] and med(dt[k]) > 3 * med(db[k]): continue   # ≥ 3× slower (PEFT's HRA): 2 rounds do
-            for m, mine in [(models[k], dt[k]), (models["base"], db[k])][::1 if (i + j) % 2 else -1]:
-                mine.append(timed(gen, m, n))
-            if i < args.prefill_repeats:
-                for m, mine in [(models[k], pt[k]), (models["base"], pb[k])][::1 if (i + j) % 2 else -1]:
-                    mine.append(timed(prefill, m, pre.numel()))
-        dt["base"] += [t for k in keys for t in db[k][i:i + 1]]; pt["base"] += [t for k in keys for t in pb[k][i:i + 1]]
-        print(f"  decode round {i + 1}/{args.decode_repeats}: base {med(dt['base'][-len(keys):]) * 1e3:.2f} ms/token", flush=True)
+        order = others[i % len(others):] + others[:i % len(others)]
+        for f, times, ratios, size, on in ((gen, dt, rd, n, True), (prefill, pt, rp, pre.numel(), i < args.prefill_repeats)):
+            if not on: continue
+            before = timed(f, models["base"], size); times["base"].append(before)
+            for k in order:
+                if f is gen and i >= 2 and med(rd[k]) > 3: continue   # ≥ 3× slower (PEFT's HRA): 2 rounds do
+                t = timed(f, models[k], size); after = timed(f, models["base"], size)
+                times[k].append(t); times["base"].append(after); ratios[k].append(t / ((before + after) / 2))
+                before = after
+        print(f"  decode round {i + 1}/{args.decode_repeats}: base {med(dt['base'][-len(order):]) * 1e3:.2f} ms/token", flush=True)
     rows = {}
     for k in keys:
         if k == "base": continue
-        rows[k] = {"decode_ms_per_token": med(dt[k]) * 1e3, "decode_over_base": min(dt[k]) / min(dt["base"]),
-                   "decode_over_base_paired_median": paired(dt[k], db[k]),
-                   "prefill_us_per_token": med(pt[k]) * 1e6, "prefill_over_base": min(pt[k]) / min(pt["base"]),
-                   "prefill_over_base_paired_median": paired(pt[k], pb[k]),
+        q = lambda v: statistics.quantiles(v, n=4) if len(v) >= 4 else [None, None, None]
+        rows[k] = {"decode_ms_per_token": med(dt[k]) * 1e3, "decode_over_base": med(rd[k]), "decode_quartiles": q(rd[k]),
+                   "prefill_us_per_token": med(pt[k]) * 1e6 if pt[k] else None, "prefill_over_base": med(rp[k]) if rp[k] else None,
                    "same_tokens_as_base": toks[k] == toks["base"]}
     return {"meta": {"model": DEC, "new_tokens": n, "prompt": 8, "prefill": [args.prefill_batch, args.prefill_seq],
                      "r": R, "antipasto_r": AP_R, "rounds": args.decode_repeats, "prefill_rounds": args.prefill_repeats,
                      "threads": torch.get_num_threads(), "clock": args.clock, "date": time.strftime("%Y-%m-%d %H:%M")},
-            "base": {"decode_ms_per_token": med(dt["base"]) * 1e3, "prefill_us_per_token": med(pt["base"]) * 1e6},
+            "base": {"decode_ms_per_token": med(dt["base"]) * 1e3, "prefill_us_per_token": med(pt["base"]) * 1e6 if pt["base"] else None},
             "rows": rows, "failed": failed,
-            "goals": [{"goal": f"{k} {what}", "value": r[f], "limit": lim, "met": r[f] <= lim}
+            "goals": [{"goal": f"{k} {what}", "value": r[f], "limit": lim, "met": None if r[f] is None else r[f] <= lim}
                       for k, r in rows.items() if k.startswith("ll:")
                       for what, f, lim in (("decode ÷ base", "decode_over_base", 1.05), ("prefill ÷ base", "prefill_over_base", 1.02))]}
 
 def print_decode(d):
     m = d["meta"]
     print(f"\n== decode: Qwen3 {m['model']}, batch-1 greedy {m['new_tokens']} tokens, prefill {m['prefill']}; "
-          f"best of {m['rounds']}/{m['prefill_rounds']} rounds, per-token time ÷ the base's best "
-          f"(each run next to a base run; in brackets: the median of those paired ratios)")
+          f"medians over {m['rounds']}/{m['prefill_rounds']} rounds of per-token time ÷ the mean of the base runs just before "
+          f"and after (in brackets: the quartiles of the decode ratios)")
     print(f"base: {d['base']['decode_ms_per_token']:.2f} ms/token decode, {d['base']['prefill_us_per_token']:.1f} µs/token prefill")
     vs = sorted({k.split(':')[1] for k in d["rows"]})
-    print(f"{'variant':18s}{'ll decode':>16s}{'peft decode':>16s}{'ll prefill':>16s}{'peft prefill':>16s}")
+    print(f"{'variant':18s}{'ll decode':>19s}{'peft decode':>19s}{'ll prefill':>13s}{'peft prefill':>13s}")
     for v in vs:
         a, b = d["rows"].get(f"ll:{v}"), d["rows"].get(f"peft:{v}")
-        f = lambda r, k: f"{r[k]:.3f} ({r[k + '_paired_median']:.3f})" if r and k + "_paired_median" in r else (fmt(r[k], 3) if r else "-")
-        print(f"{v:18s}{f(a, 'decode_over_base'):>16s}{f(b, 'decode_over_base'):>16s}{f(a, 'prefill_over_base'):>16s}{f(b, 'prefill_over_base'):>16s}")
+        f = lambda r, k: fmt(r[k], 3) if r else "-"
+        iq = lambda r: f"{f(r, 'decode_over_base')} ({r['decode_quartiles'][0]:.2f}–{r['decode_quartiles'][2]:.2f})" if r and r.get("decode_quartiles", [None])[0] else f(r, "decode_over_base")
+        print(f"{v:18s}{iq(a):>19s}{iq(b):>19s}{f(a, 'prefill_over_base'):>13s}{f(b, 'prefill_over_base'):>13s}")
     for k, e in d["failed"].items(): print(f"  {k}: FAILED {e}")
 
 # ------------------------------------------------------------------ report
