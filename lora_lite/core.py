@@ -15,8 +15,8 @@ from .helpers import low_rank, lora_to_peft
 
 # %% auto #0
 __all__ = ['DTYPES', 'VARIANTS', 'ORIGINAL', 'check_int', 'check_float', 'check_bool', 'pattern_value', 'AdapterConfig',
-           'RsLoRAConfig', 'register', 'variant_class', 'get_config', 'Variant', 'cached', 'is_linear_like',
-           'linear_dims', 'dense_weight']
+           'RsLoRAConfig', 'register', 'variant_class', 'get_config', 'Variant', 'grad_wanted', 'cached',
+           'is_linear_like', 'linear_dims', 'dense_weight']
 
 # %% ../nbs/00_core.ipynb #b2fa117c
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -221,10 +221,14 @@ class Variant(nn.Module):
 _STEPS = [0]   # optimizer steps taken in this process, by any torch optimizer
 register_optimizer_step_post_hook(lambda opt, args, kwargs: _STEPS.__setitem__(0, _STEPS[0] + 1))
 
+def grad_wanted(layer:nn.Module) -> bool:
+    "True while autograd records and a tensor of `layer` needs a gradient: its parameter-only work must then stay live."
+    return torch.is_grad_enabled() and any(t.requires_grad for t in (*layer.parameters(recurse=False), *layer.buffers(recurse=False)))
+
 def cached(layer:nn.Module, key:str, fn):
     "`fn()` (parameter-only work of `layer`), reused until a tensor or knob of `layer` changes; never under autograd."
+    if grad_wanted(layer): return fn()
     ts = [*layer.parameters(recurse=False), *layer.buffers(recurse=False)]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in ts): return fn()
     stamp = (_STEPS[0],) + tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in ts) + tuple(getattr(layer, k) for k in getattr(layer, "knobs", ()))
     store = layer.__dict__.setdefault("_ll_cache", {})
     hit = store.get(key)

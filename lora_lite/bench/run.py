@@ -123,10 +123,12 @@ def _batches(examples, s, pad_id, device, n):
     return [{k: v.to(device) for k, v in collate(examples[i:i + s.batch_size], pad_id).items()}
             for i in range(0, min(len(examples), n * s.batch_size), s.batch_size)]
 
+def _logits(model, batch): return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+
 @torch.no_grad()
 def reload_check(model, path, batch) -> dict:
     "Detach the adapter, load it back from `path`: max |logit difference| (must be 0) and the adapter's effect on logits."
-    f = lambda: model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    f = lambda: _logits(model, batch)
     y = f(); ll.detach(model); y_base = f(); ll.load(model, path); y2 = f()
     return {"reload_max_diff": (y2 - y).abs().max().item(), "adapter_effect": (y - y_base).abs().max().item()}
 
@@ -135,18 +137,7 @@ def sharded_reload_check(model, path, batch) -> dict:
     "Under FSDP (every rank): max |file tensor - gathered live tensor| (must be 0) and the adapter's effect on logits."
     from lora_lite.deploy import full_adapter_state
     live, (_, saved) = full_adapter_state(model), ll.read_adapter(path)
-    f = lambda: model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-    y = f()
-    with ll.disabled(model): y_base = f()
-    diff = max((saved[k] - v).abs().max().item() for k, v in live.items()) if saved.keys() == live.keys() else float("inf")
-    return {"reload_max_diff": diff, "adapter_effect": (y - y_base).abs().max().item()}
-
-@torch.no_grad()
-def sharded_reload_check(model, path, batch) -> dict:
-    "Under FSDP (every rank): max |file tensor - gathered live tensor| (must be 0) and the adapter's effect on logits."
-    from ..deploy import full_adapter_state
-    live, (_, saved) = full_adapter_state(model), ll.read_adapter(path)
-    f = lambda: model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    f = lambda: _logits(model, batch)
     y = f()
     with ll.disabled(model): y_base = f()
     diff = max((saved[k] - v).abs().max().item() for k, v in live.items()) if saved.keys() == live.keys() else float("inf")

@@ -10,7 +10,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register, cached, check_int, check_float, check_bool
+from ..core import AdapterConfig, Variant, register, cached, grad_wanted, check_int, check_float, check_bool
 from ..helpers import peft_key
 
 # %% auto #0
@@ -85,7 +85,7 @@ class Gralora(Variant):
     def forward(self, x, y):
         k, t = self.cfg.gralora_k, self.r // self.cfg.gralora_k
         x = F.dropout(x.to(self.A.dtype), self.cfg.gralora_dropout, self.training)
-        if x.numel() <= 16 * self.d_in and not (torch.is_grad_enabled() and self.A.requires_grad):   # decoding: 2 matmuls
+        if x.numel() <= 16 * self.d_in and not grad_wanted(self):   # decoding: 2 matmuls
             P, Q = cached(self, "PQ", self.factors)
             return (y + self.scale * ((x @ P) @ Q)).to(y.dtype)
         u = torch.einsum("...ni,nir->...nr", x.unflatten(-1, (k, -1)), self.A)   # (..., k_in, r): x_n A_n

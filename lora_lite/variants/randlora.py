@@ -10,7 +10,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool, cached
+from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool, cached, grad_wanted
 from ..helpers import peft_key
 
 # %% auto #0
@@ -92,7 +92,7 @@ class RandLora(Variant):
 
     def forward(self, x, y):
         x = F.dropout(x.to(self.A.dtype), self.cfg.randlora_dropout, self.training)
-        if not (torch.is_grad_enabled() and self.lam.requires_grad) and self.N * self.r * (self.d_in + self.d_out) > self.d_in * self.d_out:
+        if not grad_wanted(self) and self.N * self.r * (self.d_in + self.d_out) > self.d_in * self.d_out:
             return (y + F.linear(x, cached(self, "dW", lambda: self.delta_weight(None)))).to(y.dtype)   # inference: ΔW is smaller
         U = cached(self, "U", self.U)                                # (r·N, m)
         if self.d_in <= self.d_out: h = (x @ U.T) @ self.B.T          # (..., r·N) -> (..., d_out)

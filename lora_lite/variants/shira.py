@@ -10,7 +10,7 @@ from typing import ClassVar, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register, cached, check_bool
+from ..core import AdapterConfig, Variant, register, cached, grad_wanted, check_bool
 from ..helpers import peft_key
 
 # %% auto #0
@@ -86,7 +86,7 @@ class SHiRA(Variant):
 
     def forward(self, x, y):
         x = x.to(self.w.dtype)
-        if not (torch.is_grad_enabled() and self.w.requires_grad) and self.w.dtype in (torch.float32, torch.float64):
+        if not grad_wanted(self) and self.w.dtype in (torch.float32, torch.float64):
             d = (cached(self, "csr", self.csr) @ x.reshape(-1, self.d_in).T).T.reshape(*x.shape[:-1], self.d_out)   # inference
         elif x.numel() // self.d_in * self.n <= self.d_in * self.d_out:            # few tokens: gather, O(T·n)
             rows, cols = self.idx // self.d_in, self.idx % self.d_in
