@@ -94,7 +94,7 @@ def _build(model, cfg, names, ranks=None) -> dict:
         m = model.get_submodule(n)
         d_in, d_out = linear_dims(m)
         V.check_layer(cfg, d_in, d_out, n)
-        layers[n] = V(cfg, d_in, d_out, r=ranks.get(n, cfg.rank_for(n)), alpha=cfg.alpha_for(n), device=m.weight.device)
+        layers[n] = V(cfg, d_in, d_out, r=ranks.get(n, cfg.rank_for(n)), alpha=cfg.alpha_for(n), device=m.weight.device, name=n)
     return layers
 
 def _install(model, cfg, layers, bnb4):

@@ -155,6 +155,7 @@ class Variant(nn.Module):
     hook: ClassVar[str] = "output"          # "output": forward hook y -> forward(x, y);  "input": pre-hook x -> forward(x);
                                             # "both": pre-hook x -> forward_input(x), then forward hook y -> forward(x', y)
     needs_calibration: ClassVar[bool] = False
+    example: ClassVar[dict] = {}            # config fields that fit the 64-wide test models (tests and tools read it)
     has_rank: ClassVar[bool] = True         # False: `r` means nothing to this method (IA3, RoAd, BOFT); `ll.summary` shows —
     knobs: ClassVar[tuple] = ()             # config fields that are runtime floats on each layer (`ll.set_knob`), e.g. "coeff"
     # the method's facts, read generically: README table, benchmark defaults, PEFT export/import
@@ -163,9 +164,10 @@ class Variant(nn.Module):
     results: ClassVar[dict] = {}            # published GSM8K accuracy (%) by source, e.g. {"PEFT · Llama-3.2-3B": 47.8}
     peft_type: ClassVar[Optional[str]] = None   # PEFT's `peft_type` this variant imports (see `peft_import`)
 
-    def __init__(self, cfg:AdapterConfig, d_in:int, d_out:int, r:Optional[int]=None, alpha:Optional[float]=None, device=None):
+    def __init__(self, cfg:AdapterConfig, d_in:int, d_out:int, r:Optional[int]=None, alpha:Optional[float]=None, device=None,
+                 name:str=""):
         super().__init__()
-        self.cfg, self.d_in, self.d_out = cfg, d_in, d_out
+        self.cfg, self.d_in, self.d_out, self.name = cfg, d_in, d_out, name   # name: the module path (per-module behaviour)
         self.enabled = True                  # False: the hook passes the base output through (`ll.disabled`)
         self.r = cfg.r if r is None else r
         self.scale = cfg.scaling(self.r, alpha)
