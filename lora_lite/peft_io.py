@@ -57,7 +57,7 @@ def _peft_targets(model, pc) -> list:
             and not peft_matches(pc.get("exclude_modules"), n) and (ltt is None or block_index(n) in ltt)]
 
 _UNSUPPORTED = ("modules_to_save", "layer_replication", "trainable_token_indices", "target_parameters", "lora_bias",
-                "use_qalora", "use_bdlora")
+                "use_qalora")
 
 def _refuse(pc, path):
     "Raise for PEFT options no lora_lite variant reproduces."
