@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 HIDDEN = 128   # every 4-bit width a multiple of 64: q/o 128->128, k/v 128->64, gate/up 128->256, down 256->128
 TARGETS = (r"proj",)   # all seven projections of each block, 14 layers, incl. biased q/k/v/o
-SMALL = dict(lora=dict(r=8), pissa=dict(r=8), dora=dict(r=8), delora=dict(r=8), ia3={}, ia3_ff={}, eva=dict(r=8),
+SMALL = dict(lora=dict(r=8), pissa=dict(r=8), dora=dict(r=8), delora=dict(r=8), ia3=dict(feedforward_modules=("gate_proj", "up_proj", "down_proj")), ia3_ff={}, eva=dict(r=8),
              hra=dict(r=8), antipasto=dict(r=16), antipasto_corda=dict(r=16), antipasto_rot=dict(r=16),
              antipasto_ablate=dict(r=16), antipasto_arrow=dict(r=16), c3a=dict(block_size=16))
 VARIANTS = sorted(ll.VARIANTS)   # every registered variant: the ones not in SMALL run with their default config
