@@ -89,6 +89,7 @@ def _import_plan(pc, dims, tensors, d) -> tuple:
     "(variant config, {module: {tensor: value}}) from the first variant that imports this PEFT config."
     t, dtype = pc["peft_type"], next(iter(tensors.values())).dtype
     readers = [cls for cls in VARIANTS.values() if cls.__dict__.get("peft_type") == t]
+    readers.sort(key=lambda c: -len(c.__mro__))   # a subclass is the more specific reader: MiCA and KaSA before LoRA
     if not readers:
         known = sorted({c.__dict__["peft_type"] for c in VARIANTS.values() if c.__dict__.get("peft_type")})
         raise ValueError(f"{d}: PEFT method {t!r} has no lora_lite import (supported: {', '.join(known)}).")
