@@ -127,3 +127,19 @@ def test_any_optimizer_sgd_step_is_the_corrected_gradient(ids):
     got = torch.autograd.grad(layer(x, torch.zeros(3, 32)).square().sum(), layer.B)[0]
     P = torch.linalg.pinv(layer.A @ layer.A.T + 1e-8 * torch.eye(2)) / layer.scale ** 2
     torch.testing.assert_close(got, ref @ P, rtol=1e-4, atol=1e-6)
+
+
+def test_compiles_fullgraph_and_matches_eager(ids):
+    "The preconditioner (a custom autograd Function) traces under torch.compile(fullgraph=True): same logits and gradients."
+    from conftest import perturb_adapter
+    torch._dynamo.reset()
+    m = tiny_qwen3().train(); ll.attach(m, ll.LoRAFAConfig(r=4, alpha=8)); perturb_adapter(m, std=0.1)
+    def run(fn):
+        m.zero_grad(set_to_none=True); out = fn(input_ids=ids, labels=ids); out.loss.backward()
+        return out.logits.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.requires_grad}
+    y0, g0 = run(m)                                                  # eager first: the cached P exists when tracing
+    compiled = torch.compile(m, backend="aot_eager", fullgraph=True)
+    for _ in range(2):
+        y1, g1 = run(compiled)
+        torch.testing.assert_close(y1, y0, atol=1e-5, rtol=1e-4)
+        for k in g0: torch.testing.assert_close(g1[k], g0[k], atol=1e-6, rtol=1e-4)
