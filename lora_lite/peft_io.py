@@ -112,6 +112,7 @@ def _import_plan(pc, dims, tensors, d) -> tuple:
     t, dtype = pc["peft_type"], next(iter(tensors.values())).dtype
     readers = [cls for cls in VARIANTS.values() if cls.__dict__.get("peft_type") == t]
     if not readers and t in AS_ANOTHER: return _import_plan(*AS_ANOTHER[t](pc, dims, tensors, d), d)   # e.g. AdaLoRA as LoRA
+    readers.sort(key=lambda c: -len(c.__mro__))   # a subclass is the more specific reader: MiCA and KaSA before LoRA
     if not readers:
         known = sorted({c.__dict__["peft_type"] for c in VARIANTS.values() if c.__dict__.get("peft_type")})
         raise ValueError(f"{d}: PEFT method {t!r} has no lora_lite import (supported: {', '.join(known)}).")
