@@ -8,7 +8,7 @@ from lora_lite.checks import tiny_qwen3
 
 
 def realistic_qwen3(hidden=64, seed=0, **kw):
-    "tiny_qwen3 whose linear weights have a trained-like spectrum (σ_k ∝ k^-0.6, random singular vectors, the init's norm)."
+    "tiny_qwen3 whose linear weights have a trained-like spectrum (σ_k ∝ k^-0.6, random singular vectors, the init's norm); biases N(0, 0.1)."
     m = tiny_qwen3(hidden=hidden, seed=seed, **kw)
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
@@ -19,6 +19,7 @@ def realistic_qwen3(hidden=64, seed=0, **kw):
                 U, V = (torch.linalg.qr(torch.randn(d, k, generator=g))[0] for d in (d_out, d_in))
                 s = torch.arange(1, k + 1).float() ** -0.6
                 mod.weight.copy_((U * (s / s.norm() * mod.weight.norm())) @ V.T)
+                if mod.bias is not None: mod.bias.normal_(0, 0.1, generator=g)   # transformers zeroes biases at init
     return m
 
 
@@ -66,7 +67,11 @@ def quant_check(cfg, quant, **model_kw) -> dict:
     "Attach `cfg` to a 4/8-bit tiny Qwen3: identity at init, finite grads, parity with the dequantized fp32 model, exact detach."
     ids = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(3))
     with tempfile.TemporaryDirectory() as d:
-        tiny_qwen3(hidden=HIDDEN, **model_kw).save_pretrained(d)
+        src = tiny_qwen3(hidden=HIDDEN, **model_kw)
+        with torch.no_grad():                                          # transformers zeroes biases at init: make them matter
+            for n, p in src.named_parameters():
+                if n.endswith(".bias"): p.normal_(0, 0.1, generator=torch.Generator().manual_seed(len(n)))
+        src.save_pretrained(d)
         m = load_q(d, quant).train()
         ref = tiny_qwen3(hidden=HIDDEN, **model_kw).train()           # fp32, with the dequantized weights
         qmods = dict(m.named_modules())
