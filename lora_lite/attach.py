@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_attach.ipynb #07311a9e
 from __future__ import annotations
-import copy, dataclasses, json, math, re, warnings, weakref
+import copy, dataclasses, inspect, json, math, re, warnings, weakref
 from pathlib import Path
 import torch
 from torch import nn
@@ -88,13 +88,14 @@ def _refuse_nesting(model, what):
 
 # %% ../nbs/01_attach.ipynb #0a70420e
 def _build(model, cfg, names, ranks=None) -> dict:
-    "Create (not install) one uninitialised adapter per target name, with its rank and alpha from the patterns."
+    "Create (not install) one adapter per target name: rank/alpha from the patterns; `bias=` if the variant's constructor takes it."
     V, ranks, layers = variant_class(cfg.variant), ranks or {}, {}
     for n in names:
         m = model.get_submodule(n)
         d_in, d_out = linear_dims(m)
         V.check_layer(cfg, d_in, d_out, n)
-        layers[n] = V(cfg, d_in, d_out, r=ranks.get(n, cfg.rank_for(n)), alpha=cfg.alpha_for(n), device=m.weight.device, name=n)
+        bias = {"bias": getattr(m, "bias", None) is not None} if "bias" in inspect.signature(V).parameters else {}   # GLoRA
+        layers[n] = V(cfg, d_in, d_out, r=ranks.get(n, cfg.rank_for(n)), alpha=cfg.alpha_for(n), device=m.weight.device, name=n, **bias)
     return layers
 
 def _install(model, cfg, layers, bnb4):
