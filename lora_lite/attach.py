@@ -8,7 +8,6 @@ __all__ = ['ADAPTER', 'block_index', 'find_targets', 'is_attached', 'adapter_lay
 
 # %% ../nbs/01_attach.ipynb #07311a9e
 import copy, dataclasses, math, re, warnings, weakref
-from typing import Optional
 import torch
 from torch import nn
 from .core import AdapterConfig, Variant, variant_class

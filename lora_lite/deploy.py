@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from .weights import dense_weight, _is_conv1d, _is_quantized, _merge_dtype, _numel
 from .attach import ADAPTER, adapter_layers, adapter_config
-from .adapter_file import full_adapter_state   # (also importable from here: FSDP scripts use it)
+from .adapter_file import full_adapter_state  # noqa: F401 (re-exported: FSDP scripts import it from deploy)
 
 # %% auto #0
 __all__ = ['merged_state_dict', 'save_merged', 'disabled', 'Summary', 'summary']
