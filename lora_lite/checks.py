@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from .helpers import tiny_qwen3
 from .core import AdapterConfig, dense_weight, variant_class
-from .attach import attach, detach, save, load, adapter_layers, is_attached
+from .attach import attach, detach, adapter_layers, is_attached
+from .adapter_file import save, load
 
 # %% auto #0
 __all__ = ['QWEN3_0P6B', 'ToyBlock', 'ToyModel', 'toy_model', 'snapshot', 'assert_unchanged', 'check_variant', 'qwen3_params']
