@@ -157,6 +157,7 @@ class Variant(nn.Module):
     example: ClassVar[dict] = {}            # config fields that fit the 64-wide test models (tests and tools read it)
     has_rank: ClassVar[bool] = True         # False: `r` means nothing to this method (IA3, RoAd, BOFT); `ll.summary` shows —
     knobs: ClassVar[tuple] = ()             # config fields that are runtime floats on each layer (`ll.set_knob`), e.g. "coeff"
+    recomputed: ClassVar[tuple] = ()        # buffers not saved (non-persistent): `load` refills them from the base layer with `recompute`
     # the method's facts, read generically: README table, benchmark defaults, PEFT export/import
     paper: ClassVar[tuple] = ()             # (arXiv id, short title)
     bench: ClassVar[dict] = {}              # GSM8K paper-preset overrides: lr, r, alpha
@@ -174,7 +175,7 @@ class Variant(nn.Module):
         for n, shape in self.param_shapes().items():
             self.register_parameter(n, nn.Parameter(torch.zeros(shape, dtype=cfg.dtype, device=device)))
         for n, shape in self.buffer_shapes().items():
-            self.register_buffer(n, torch.zeros(shape, dtype=cfg.dtype, device=device))
+            self.register_buffer(n, torch.zeros(shape, dtype=cfg.dtype, device=device), persistent=n not in self.recomputed)
 
     @classmethod
     def identity_at_init(cls, cfg) -> bool:
@@ -191,6 +192,9 @@ class Variant(nn.Module):
     def init_all(cls, layers:dict, modules:dict):
         "Initialise every layer {name: Variant} on its module (no grad); override to share state across layers (VeRA)."
         for n, layer in layers.items(): layer.init(modules[n])
+    def recompute(self, module:nn.Module):
+        "Refill the `recomputed` buffers from the base layer `module` (no grad); `load` calls it once the saved tensors are in."
+        if self.recomputed: raise NotImplementedError(f"{type(self).__name__} declares recomputed buffers {self.recomputed} but no recompute.")
     def calibrate(self, x:torch.Tensor):
         "Accumulate statistics from masked input rows `x` (N, d_in) of one calibration batch."
     @classmethod
