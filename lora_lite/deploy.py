@@ -31,9 +31,9 @@ def merged_state_dict(model:nn.Module) -> dict:
             if layer is not None: W = W + layer.delta_weight(m).float()
             sd[f"{n}.weight"] = (W.T if _is_conv1d(m) else W).to(dtype).contiguous()   # Conv1D stores Wᵀ
             b = getattr(m, "bias", None)
-            db = None if layer is None or b is None else layer.delta_bias(m)
-            if b is not None and (db is not None or _is_quantized(m)):
-                sd[f"{n}.bias"] = (b.float() + (0 if db is None else db.float())).to(dtype)
+            db = None if layer is None else layer.delta_bias(m)
+            if db is not None or (b is not None and _is_quantized(m)):     # a Δb on a bias-less layer adds its bias key (BEFT)
+                sd[f"{n}.bias"] = ((0 if b is None else b.float()) + (0 if db is None else db.float())).to(dtype)
             if _is_quantized(m):                                    # bnb's quant state: absmax, quant_map, SCB, ...
                 for k in [k for k in sd if k.startswith(f"{n}.") and k not in (f"{n}.weight", f"{n}.bias")]: del sd[k]
     return sd
@@ -53,6 +53,10 @@ def save_merged(model:nn.Module, folder, **kwargs) -> Path:
         raise TypeError(f"save_merged needs a transformers model (with save_pretrained), got {type(model).__name__}; "
                         "for another nn.Module, torch.save(ll.merged_state_dict(model), path).")
     sd = merged_state_dict(model)
+    if new := [k for k in sd if k not in model.state_dict()]:             # a bias on a layer built without one (BEFT on v_proj)
+        raise ValueError(f"save_merged: the adapter adds a bias to {new[0][:-5]} ({len(new)} layer(s)), which {type(model).__name__} "
+                         "builds without one, so from_pretrained would drop it. Nothing was written. Keep the adapter (ll.save), or build the "
+                         "model with those biases (e.g. config.attention_bias=True) and load ll.merged_state_dict(model) into it.")
     quant = [m for m in model.modules() if _is_quantized(m)]
     target = _plain_twin(model, _merge_dtype(model, quant[0])) if quant else model   # a 4/8-bit base saves as a plain one
     target.save_pretrained(folder, state_dict=sd, **kwargs)
