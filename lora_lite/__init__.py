@@ -7,5 +7,6 @@ from .calibrate import *
 from .attach import *
 from .peft_io import *
 from .deploy import *          # merged export, ll.disabled, ll.summary
+from .train_step import *      # ll.step, ll.aux_loss: methods that act between optimizer steps (AdaLoRA)
 from . import variants          # every variant registers itself on import
 from .variants import *
