@@ -10,7 +10,7 @@ from typing import ClassVar, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register, check_int, check_float
+from ..core import AdapterConfig, Variant, register, check_int, check_float, cached
 from ..helpers import peft_key
 
 # %% auto #0
@@ -45,7 +45,6 @@ class AdaLoRAConfig(AdapterConfig):
             if self.tinit >= self.total_step - self.tfinal: raise ValueError(f"{me}: tinit={self.tinit} and tfinal={self.tfinal} leave no "
                 f"pruning phase in total_step={self.total_step} steps (need tinit < total_step - tfinal); lower them or train longer.")
         if self.rank_pattern or self.alpha_pattern: raise ValueError(f"{me}: rank_pattern / alpha_pattern: not supported (AdaLoRA allocates ranks).")
-
     def target_rank(self) -> int: return self.r // 2 if self.target_r is None else self.target_r
     def scaling(self, r, alpha=None) -> float: return (self.alpha if alpha is None else alpha) / (r + 1e-5)
 
@@ -63,7 +62,8 @@ class AdaLoRA(Variant):
     def init(self, module): nn.init.normal_(self.A, std=0.02); nn.init.normal_(self.B, std=0.02); nn.init.zeros_(self.E); self.kept.fill_(1)
     def denom(self): return torch.full((1,), float(self.r), dtype=self.A.dtype, device=self.A.device) + 1e-5   # r + 1e-5
     def forward(self, x, y):
-        h = F.dropout(x.to(self.A.dtype), self.cfg.dropout, self.training) @ (self.A * self.E).T @ self.B.T   # (..., d_out)
+        AE = cached(self, "AE", lambda: self.A * self.E)                         # (r, d_in), reused between decode steps
+        h = F.dropout(x.to(self.A.dtype), self.cfg.dropout, self.training) @ AE.T @ self.B.T   # (..., d_out)
         return (y + h * self.cfg.alpha / self.denom()).to(y.dtype)
     def delta_weight(self, module): return self.B @ (self.A * self.E) * self.cfg.alpha / self.denom()   # (d_out, d_in)
     @classmethod
