@@ -20,17 +20,21 @@ def _adapted(model:nn.Module) -> nn.Module:
     while not is_attached(m) and isinstance(inner := getattr(m, "module", None) or getattr(m, "_orig_mod", None), nn.Module): m = inner
     return m
 
-def _layers(model) -> tuple:
+def _layers(model, what:str) -> tuple:
     m = _adapted(model)
     layers = adapter_layers(m)                              # the usual error when no adapter is attached
-    return m, layers, type(next(iter(layers.values())))
+    V = type(next(iter(layers.values())))
+    if getattr(V, what, None) and any(type(p).__name__ == "DTensor" for l in layers.values() for p in l.parameters()):
+        raise NotImplementedError(f"ll.{'step' if what == 'on_step' else what}: {V.config_cls.variant} works on every layer's whole "
+                                  "tensors between steps, and FSDP shards them (DTensor); train it with DDP instead (no --fsdp).")
+    return m, layers, V
 
 def step(model:nn.Module, global_step:int, total_steps:Optional[int]=None):
     "Let the adapter act between steps: call after `optimizer.step()`, before `zero_grad()` (a no-op for most methods)."
     for v, what, lo in ((global_step, "global_step", 0), (total_steps, "total_steps", 1)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
             raise ValueError(f"ll.step: {what} must be an integer >= {lo}, got {v!r}.")
-    m, layers, V = _layers(model)
+    m, layers, V = _layers(model, "on_step")
     if (on := getattr(V, "on_step", None)) is None: return
     new = on(layers, global_step, total_steps)
     if isinstance(new, AdapterConfig):                      # e.g. the schedule's length, now fixed: saved with the adapter
@@ -39,7 +43,7 @@ def step(model:nn.Module, global_step:int, total_steps:Optional[int]=None):
 
 def aux_loss(model:nn.Module) -> torch.Tensor:
     "The adapter's own loss term to add to the task loss (AdaLoRA's orthogonality penalty); a zero tensor for most methods."
-    _, layers, V = _layers(model)
+    _, layers, V = _layers(model, "aux_loss")
     if (fn := getattr(V, "aux_loss", None)) is not None: return fn(layers)
     p = next(t for l in layers.values() for t in (*l.parameters(), *l.buffers()))
     return torch.zeros((), dtype=p.dtype, device=p.device)
