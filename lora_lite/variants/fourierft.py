@@ -92,11 +92,9 @@ class FourierFT(Variant):
         return (y + torch.fft.fft(v, dim=0).real.T.reshape(y.shape)).to(y.dtype)
 
     def delta_weight(self, module):
-        j, l = self.idx
-        c = self.spectrum.float() / 2
-        G = torch.zeros(self.d_out, self.d_in, device=c.device).index_put((j, l), c, accumulate=True)
-        G = G.index_put(((-j) % self.d_out, (-l) % self.d_in), c, accumulate=True)   # G = (F + F[-j, -l]) / 2, Hermitian
-        return self.scale * torch.fft.irfft2(G[:, : self.d_in // 2 + 1], s=(self.d_out, self.d_in))   # (d_out, d_in)
+        F_ = torch.zeros(self.d_out, self.d_in, device=self.spectrum.device)
+        F_[self.idx[0], self.idx[1]] = self.spectrum.float()
+        return self.scale * torch.fft.ifft2(F_).real                     # (d_out, d_in)
 
 # %% ../../nbs/66_fourierft.ipynb #3713b9de
 @torch.no_grad()
