@@ -216,7 +216,7 @@ class Variant(nn.Module):
     def reference(self, module:nn.Module, x:torch.Tensor) -> torch.Tensor:
         "The adapted layer's output without hooks (what `check_variant` compares to): `F.linear(x, W + ΔW, b + Δb)`."
         b, db = getattr(module, "bias", None), self.delta_bias(module)
-        if b is not None: b = b.float() + (0 if db is None else db.float())
+        if b is not None or db is not None: b = (0 if b is None else b.float()) + (0 if db is None else db.float())   # Δb counts on a bias-less layer too (BEFT)
         return F.linear(x.float(), dense_weight(module) + self.delta_weight(module).float(), b)
     @classmethod
     def peft_export(cls, cfg, layers:dict, modules:dict) -> tuple:
