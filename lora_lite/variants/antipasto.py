@@ -36,6 +36,7 @@ class AntiPaSTO(SVDBasis):
     paper = ("2601.07473", "AntiPaSTO")
     bench = {"lr": 5e-3, "r": 256}
     results = {ORIGINAL: 61.4}
+    example = dict(r=8)   # a config that fits the 64-wide test models
     def param_shapes(self): return {"g": (self.r,)}
 
     def gain(self):

@@ -36,6 +36,7 @@ class DeLoRA(Variant):
     bench = {"lr": 1e-3}
     results = {ORIGINAL: 61.5}
     peft_type = "DELORA"
+    example = dict(r=4)   # a config that fits the 64-wide test models
     def param_shapes(self): return {"A": (self.r, self.d_in), "B": (self.d_out, self.r), "lam": (1,)}
     def buffer_shapes(self): return {"w": (self.d_in,)}   # ‖W_{:,j}‖, frozen
 

@@ -50,6 +50,7 @@ class FourierFT(Variant):
     bench = {"lr": 1e-4, "n_frequency": 5000, "alpha": 300.0}   # PEFT's MetaMathQA fourierft/llama-3.2-3B-n_frequency-5000
     results = {"PEFT · Llama-3.2-3B": 9.6}
     peft_type = "FOURIERFT"
+    example = dict(n_frequency=50)   # a config that fits the 64-wide test models
     @classmethod
     def identity_at_init(cls, cfg): return cfg.init_weights          # PEFT's default N(0, 1) spectrum starts off the base
     def param_shapes(self): return {"spectrum": (self.r,)}

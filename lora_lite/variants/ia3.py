@@ -41,6 +41,7 @@ class IA3(Variant):
     bench = {"lr": 5e-3}
     results = {ORIGINAL: 60.0}
     peft_type = "IA3"
+    example = {}   # a config that fits the 64-wide test models
     def param_shapes(self): return {"l": (self.d_out,)}
     def init(self, module): nn.init.ones_(self.l)
     def forward(self, x, y): return (y * self.l).to(y.dtype)   # type promotion: math in the wider dtype, as PEFT

@@ -32,6 +32,7 @@ class IA3FF(Variant):
     bench = {"lr": 5e-3}
     results = {ORIGINAL: 61.4}
     peft_type = "IA3"
+    example = {}   # a config that fits the 64-wide test models
     def param_shapes(self): return {"l": (self.d_in,)}
     def init(self, module): nn.init.ones_(self.l)
     def forward(self, x): return (x.to(self.l.dtype) * self.l).to(x.dtype)   # (..., d_in), fed to the base layer

@@ -32,6 +32,7 @@ class LoRA(Variant):
     paper = ("2106.09685", "LoRA: Low-Rank Adaptation of Large Language Models")
     results = {ORIGINAL: 63.2, "PEFT · Llama-3.2-3B": 47.8}
     peft_type = "LORA"
+    example = dict(r=4)   # a config that fits the 64-wide test models
     def param_shapes(self): return {"A": (self.r, self.d_in), "B": (self.d_out, self.r)}
     def init(self, module): init_lora(self.A, self.B)
 

@@ -46,6 +46,7 @@ class Miss(Variant):
     bench = {"lr": 1e-4, "r": 64}                     # PEFT's MetaMathQA experiment (miss/llama-3.2-3B-default)
     results = {"PEFT · Llama-3.2-3B": 50.4}
     peft_type = "MISS"
+    example = dict(r=8)   # a config that fits the 64-wide test models
     def mini(self) -> bool: return self.cfg.init_weights == "mini"
     def param_shapes(self): return {"B": (self.r, self.cfg.mini_r if self.mini() else self.d_out)}
 

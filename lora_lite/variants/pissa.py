@@ -37,6 +37,7 @@ class PiSSA(Variant):
     config_cls = PiSSAConfig
     paper = ("2404.02948", "PiSSA: Principal Singular Values and Singular Vectors Adaptation")
     results = {ORIGINAL: 63.2}
+    example = dict(r=4)   # a config that fits the 64-wide test models
     def param_shapes(self): return {"A": (self.r, self.d_in), "B": (self.d_out, self.r)}
     def buffer_shapes(self): return {"A0": (self.r, self.d_in), "B0": (self.d_out, self.r)}
 

@@ -48,6 +48,7 @@ class Road(Variant):
     bench = {"lr": 1e-3, "road_variant": "road_2"}  # PEFT's MetaMathQA experiment road/llama-3.2-3B-lr_0.001
     results = {"PEFT · Llama-3.2-3B": 38.5}
     peft_type = "ROAD"
+    example = dict(group_size=32)   # a config that fits the 64-wide test models
 
     def param_shapes(self):
         n = int(self.d_out * _SIZE[self.cfg.road_variant])
