@@ -12,17 +12,14 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 HIDDEN = 128   # every 4-bit width a multiple of 64: q/o 128->128, k/v 128->64, gate/up 128->256, down 256->128
 TARGETS = (r"proj",)   # all seven projections of each block, 14 layers, incl. biased q/k/v/o
-SMALL = dict(lora=dict(r=8), pissa=dict(r=8), dora=dict(r=8), delora=dict(r=8), ia3={}, ia3_ff={}, eva=dict(r=8),
-             hra=dict(r=8), antipasto=dict(r=16), antipasto_corda=dict(r=16), antipasto_rot=dict(r=16),
-             antipasto_ablate=dict(r=16), antipasto_arrow=dict(r=16), c3a=dict(block_size=16))
-VARIANTS = sorted(ll.VARIANTS)   # every registered variant: the ones not in SMALL run with their default config
+VARIANTS = sorted(ll.VARIANTS)   # every registered variant, with the small config it declares (`example`)
 QUANTS = {"nf4": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32),
           "fp4": dict(load_in_4bit=True, bnb_4bit_quant_type="fp4", bnb_4bit_compute_dtype=torch.float32),
           "nf4_dq": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                          bnb_4bit_compute_dtype=torch.float32),
           "int8": dict(load_in_8bit=True)}
 FOUR_BIT = [q for q in QUANTS if q != "int8"]
-READS_W_AT_INIT = {"pissa", "dora", "delora", "hira"} | {v for v in SMALL if v.startswith("antipasto")}
+READS_W_AT_INIT = {"pissa", "dora", "delora", "hira"} | {v for v in VARIANTS if v.startswith("antipasto")}
 IDENTITY_ATOL = dict(dora=2e-6, hra=2e-6)   # adapter math rounds at init (measured <= 5.1e-7); the others are exact
 
 
@@ -53,7 +50,7 @@ def load_q(d, quant):
         return AutoModelForCausalLM.from_pretrained(d, quantization_config=BitsAndBytesConfig(**QUANTS[quant]), device_map="cpu")
 
 
-def config(name, **kw): return ll.get_config(name, **{"target_names": TARGETS, **SMALL.get(name, {}), **kw})
+def config(name, **kw): return ll.get_config(name, **{"target_names": TARGETS, **ll.VARIANTS[name].example, **kw})
 
 
 def attach(m, name, **kw):
@@ -123,7 +120,7 @@ def test_invariants(qdir, ids, name, quant, tmp_path):
     attach(m, name, **kw)
     d = (logits(m, ids) - y0).abs().max().item()
     if ll.VARIANTS[name].identity_at_init(config(name, **kw)):
-        assert d <= IDENTITY_ATOL.get(name, 0.0 if name in SMALL else 1e-5), f"identity at init: {name}/{quant} max|diff|={d:.2e}"
+        assert d <= IDENTITY_ATOL.get(name, 0.0), f"identity at init: {name}/{quant} max|diff|={d:.2e}"
     if name == "antipasto_ablate":
         ll.detach(m); attach(m, name)
     assert_base_equal(m, snap)
@@ -326,7 +323,7 @@ def test_bf16_compute(qdir, ids, name):
     attach(m, name, **kw)
     # exact where the adapter adds an exact 0; DoRA/HRA's fp32 rounding can flip a bf16 rounding in the next kernel
     if ll.VARIANTS[name].identity_at_init(config(name, **kw)):
-        assert (logits(m, ids) - y0).abs().max() <= (0.0 if name in SMALL and name not in IDENTITY_ATOL else 1e-4)
+        assert (logits(m, ids) - y0).abs().max() <= (1e-4 if name in IDENTITY_ATOL else 0.0)
     perturb_adapter(m, std=0.05); keep_ablation_on(m)
     m.eval(); logits(m, ids); m.train()
     m(ids, labels=ids).loss.backward()
