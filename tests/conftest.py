@@ -53,3 +53,11 @@ def train_steps(model, ids, steps=3, lr=1e-2):
 def logits(m, ids):
     "Logits without autograd."
     with torch.no_grad(): return m(ids).logits
+
+
+def trained_pair_diff(ours, pm, ids, steps=4):
+    "Train our model and PEFT's model `pm` (same init) the same AdamW steps; max |logits diff| after (PEFT must have moved)."
+    train_steps(ours, ids, steps); train_steps(pm, ids, steps)
+    theirs = logits(pm, ids)
+    with pm.disable_adapter(): assert (theirs - logits(pm, ids)).abs().max() > 1e-3, "PEFT's training didn't move the logits"
+    return (logits(ours, ids) - theirs).abs().max().item()

@@ -26,6 +26,7 @@ TO_PEFT = dict(
                dict(n_frequency=40, n_frequency_pattern={r"layers\.1\.self_attn\.v_proj": 90})],
     gralora=[dict(r=8, alpha=16), dict(r=8, alpha=12, gralora_k=4, hybrid_r=2)],
     hira=[dict(r=6, init_weights="gaussian", hira_dropout=0.1)],
+    hra=[dict(r=8), dict(r=3, apply_GS=True)], ia3=[dict(model={})], dora=[dict(r=4, alpha=8, model={})],
     loha=[dict(r=4, alpha=8), dict(r=8, alpha=4, rank_dropout=0.1, module_dropout=0.1),     # r=4: Khatri-Rao form, r=8: dense
           dict(r=8, alpha=16, rank_pattern={"v_proj": 3}, alpha_pattern={r"layers\.1\.self_attn\.q_proj": 5})],
     lokr=[dict(r=2, alpha=8), dict(r=4, alpha=4, rank_dropout=0.1, rank_dropout_scale=True, module_dropout=0.1),

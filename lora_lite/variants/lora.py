@@ -49,6 +49,9 @@ class LoRA(Variant):
     @classmethod
     def peft_import(cls, pc, dims, tensors, dtype):
         if pc.get("use_dora"): return None                      # the dora variant's
+        if str(pc.get("init_lora_weights")).lower() == "mica":  # PEFT trains A only there (B frozen): not a plain LoRA
+            raise ValueError("a PEFT LoRA saved with init_lora_weights='mica' trains A only (B frozen); lora_lite has no MiCA "
+                             "import yet, and importing it as a plain LoRA would train B too.")
         return lora_peft_config(cls, pc, dims, dtype, dropout=pc.get("lora_dropout", 0.0)), lora_tensors(tensors, dims)
 
 # %% ../../nbs/10_lora.ipynb #d83fc7b6
