@@ -27,6 +27,10 @@ class DeLoRAConfig(AdapterConfig):
     def __post_init__(self):
         super().__post_init__()
         check_float(self, "lambda0"); check_float(self, "dropout", 0, 1, hi_open=True)
+        if self.dtype == torch.float16:   # B's first gradient is ~λ/(r·‖a_i‖·1e-4) ≈ 2.6e5/r times dL/dΔ: past fp16's 65504
+            raise ValueError("DeLoRAConfig: dtype=torch.float16 can't train DeLoRA: at init ‖b_i‖ is clamped to 1e-4, so B's "
+                             "gradient is the output gradient times λ/(r·‖a_i‖·1e-4) (≈ 2.6e5/r), past fp16's largest number: "
+                             "the first backward gives inf. Use dtype=torch.bfloat16 (fp32's range) or torch.float32.")
 
 @register
 class DeLoRA(Variant):
@@ -46,13 +50,15 @@ class DeLoRA(Variant):
         self.w.copy_(dense_weight(module).norm(dim=0))
 
     def gain(self) -> torch.Tensor:
-        "g_i = (λ/r) / (‖a_i‖ ‖b_i‖), norms clamped ≥ 1e-4 (r,), in fp32: λ/(r·10⁻⁸) overflows fp16."
-        an, bn = self.A.float().norm(dim=1).clamp_min(1e-4), self.B.float().norm(dim=0).clamp_min(1e-4)
-        return self.lam.float() / self.r / (an * bn)
+        "g_i = (λ/r) / (‖a_i‖ ‖b_i‖), norms clamped ≥ 1e-4 (r,), in fp32 or the adapter's dtype if wider (g reaches ~10⁵)."
+        t = torch.promote_types(self.A.dtype, torch.float32)   # never lowers precision (fp64 stays fp64)
+        an, bn = self.A.to(t).norm(dim=1).clamp_min(1e-4), self.B.to(t).norm(dim=0).clamp_min(1e-4)
+        return self.lam.to(t) / self.r / (an * bn)
 
     def factors(self) -> tuple:
-        "(A·diag(w) (r, d_in), B·diag(g) (d_out, r)): ΔW = (B diag g)(A diag w); B diag g is bounded, so fp16-safe."
-        return self.A * self.w, (self.B.float() * self.gain()).to(self.B.dtype)
+        "(A·diag(w) (r, d_in), B·diag(g) (d_out, r)): ΔW = (B diag g)(A diag w); B diag g is bounded by λ/(r‖a_i‖)."
+        g = self.gain()
+        return self.A * self.w, (self.B.to(g.dtype) * g).to(self.B.dtype)
 
     def forward(self, x, y):
         Aw, Bg = cached(self, "factors", self.factors)   # parameter-only: once per change when decoding
@@ -73,6 +79,7 @@ class DeLoRA(Variant):
     @classmethod
     def peft_import(cls, pc, dims, tensors, dtype):
         if pc.get("lambda_pattern"): raise ValueError("PEFT DeLoRA's lambda_pattern has no lora_lite equivalent yet.")
+        dtype = torch.float32 if dtype == torch.float16 else dtype   # fp16 can't train DeLoRA (see the config); exact in fp32
         cfg = cls.config_cls(r=pc["r"], lambda0=pc.get("delora_lambda", 15.0), dropout=pc.get("module_dropout", 0.0),
                              rank_pattern=pc.get("rank_pattern") or {}, target_names=[f"^{re.escape(n)}$" for n in dims],
                              exclude_names=(), dtype=dtype)
