@@ -2,12 +2,10 @@
 import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-import copy
 import pytest, torch
-import lora_lite as ll
 
 torch.set_num_threads(1)   # tiny models: one thread is fastest, and two threads on a loaded 2-core box are far slower
-from lora_lite.checks import tiny_qwen3, toy_model, snapshot, assert_unchanged   # the strict comparison (tensors+dtypes, flags, hooks, tree, modes)
+from lora_lite.checks import tiny_qwen3, toy_model, snapshot, assert_unchanged  # noqa: F401 (re-exported to the tests)
 
 
 def token_batches(vocab=128, n=3, bs=2, T=12, seed=0):

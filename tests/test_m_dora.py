@@ -1,5 +1,5 @@
 "DoRA beyond the PEFT table (test_peft.py): the fast row norm equals the naive one; Conv1D outputs and gradients."
-import pytest, torch
+import torch
 from torch import nn
 import torch.nn.functional as F
 import lora_lite as ll

@@ -6,7 +6,6 @@
 from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
-import torch
 import torch.nn.functional as F
 from ..core import AdapterConfig, register, check_float, check_bool, ORIGINAL
 from .svd_basis import SVDBasis

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/71_boft.ipynb #19d9c078
 from __future__ import annotations
-import math, re
+import re
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch

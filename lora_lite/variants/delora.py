@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 import torch
 import torch.nn.functional as F
-from torch import nn
 from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_float, ORIGINAL
 from ..helpers import init_lora, peft_key
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 import torch
-from torch import nn
 from ..core import RsLoRAConfig, Variant, register, dense_weight, cached, ORIGINAL
 from ..helpers import init_lora, lora_to_peft
 from .lora import lora_peft_config, lora_tensors

@@ -8,8 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 import torch
-from torch import nn
-from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool
+from ..core import AdapterConfig, Variant, register, check_int, check_bool
 from ..helpers import peft_key
 
 # %% auto #0

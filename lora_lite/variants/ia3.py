@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import ClassVar
-import torch
 from torch import nn
 from ..core import AdapterConfig, Variant, register, dense_weight, ORIGINAL
 from ..helpers import peft_key, peft_matches

@@ -6,7 +6,6 @@
 from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
-import torch
 from torch import nn
 from ..core import AdapterConfig, Variant, register, dense_weight, ORIGINAL
 from ..helpers import peft_key

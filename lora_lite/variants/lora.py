@@ -7,9 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import ClassVar
-import torch
 import torch.nn.functional as F
-from torch import nn
 from ..core import RsLoRAConfig, Variant, register, check_float, ORIGINAL
 from ..helpers import init_lora, lora_to_peft, peft_key
 

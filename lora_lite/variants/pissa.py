@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
-from torch import nn
 from ..core import RsLoRAConfig, Variant, register, dense_weight, cached, check_int, ORIGINAL
 from ..helpers import check_rank, top_svd, lora_to_peft
 

@@ -8,7 +8,6 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 import torch
-import torch.nn.functional as F
 from torch import nn
 from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_int
 from ..helpers import peft_key

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
 import torch.nn.functional as F
-from torch import nn
 from ..core import AdapterConfig, Variant, register, cached, grad_wanted, check_bool
 from ..helpers import peft_key
 
