@@ -4,7 +4,7 @@
 
 # %% ../../nbs/13_delora.ipynb #e3170048
 from __future__ import annotations
-import re
+import re, warnings
 from dataclasses import dataclass
 from typing import ClassVar
 import torch
@@ -26,10 +26,6 @@ class DeLoRAConfig(AdapterConfig):
     def __post_init__(self):
         super().__post_init__()
         check_float(self, "lambda0"); check_float(self, "dropout", 0, 1, hi_open=True)
-        if self.dtype == torch.float16:   # B's first gradient is ~λ/(r·‖a_i‖·1e-4) ≈ 2.6e5/r times dL/dΔ: past fp16's 65504
-            raise ValueError("DeLoRAConfig: dtype=torch.float16 can't train DeLoRA: at init ‖b_i‖ is clamped to 1e-4, so B's "
-                             "gradient is the output gradient times λ/(r·‖a_i‖·1e-4) (≈ 2.6e5/r), past fp16's largest number: "
-                             "the first backward gives inf. Use dtype=torch.bfloat16 (fp32's range) or torch.float32.")
 
 @register
 class DeLoRA(Variant):
@@ -47,6 +43,15 @@ class DeLoRA(Variant):
         init_lora(self.A, self.B)
         self.lam.fill_(self.cfg.lambda0)
         self.w.copy_(dense_weight(module).norm(dim=0))
+
+    @classmethod
+    def init_all(cls, layers, modules):
+        "Initialise every layer; warn once (at attach) for an fp16 adapter, whose first B gradients can pass fp16's range."
+        if any(l.A.dtype == torch.float16 for l in layers.values()):
+            warnings.warn("DeLoRA with an fp16 adapter: at init ‖b_i‖ is clamped to 1e-4, so B's first gradient is the output "
+                          "gradient times λ/(r·‖a_i‖·1e-4) ≈ 2.6e5/r; a summed or large loss takes it past fp16's 65504 (inf) and "
+                          "the next optimizer step destroys the adapter. Use dtype=torch.bfloat16 (fp32's range) or torch.float32.")
+        super().init_all(layers, modules)
 
     def gain(self) -> torch.Tensor:
         "g_i = (λ/r) / (‖a_i‖ ‖b_i‖), norms clamped ≥ 1e-4 (r,), in fp32 or the adapter's dtype if wider (g reaches ~10⁵)."
@@ -78,7 +83,6 @@ class DeLoRA(Variant):
     @classmethod
     def peft_import(cls, pc, dims, tensors, dtype):
         if pc.get("lambda_pattern"): raise ValueError("PEFT DeLoRA's lambda_pattern has no lora_lite equivalent yet.")
-        dtype = torch.float32 if dtype == torch.float16 else dtype   # fp16 can't train DeLoRA (see the config); exact in fp32
         cfg = cls.config_cls(r=pc["r"], lambda0=pc.get("delora_lambda", 15.0), dropout=pc.get("module_dropout", 0.0),
                              rank_pattern=pc.get("rank_pattern") or {}, target_names=[f"^{re.escape(n)}$" for n in dims],
                              exclude_names=(), dtype=dtype)
