@@ -229,8 +229,9 @@ def test_eval_before_attach_4bit(qdir, ids, name, quant):
         assert sum(len(x._forward_hooks) + len(x._forward_pre_hooks) for x in m.modules()) == hooks
         return
     attach(m, name)
-    d = (logits(m, ids) - y0).abs().max().item()            # inference on the packed weights still works (identity);
-    assert d <= (2e-3 if name in IDENTITY_ATOL else 0.0), d  # HRA's x·H·H rounding goes through the packed bf16 kernel
+    if ll.VARIANTS[name].identity_at_init(config(name)):    # C3A's and FourierFT's defaults (PEFT's) start off the base
+        d = (logits(m, ids) - y0).abs().max().item()        # inference on the packed weights still works (identity);
+        assert d <= (2e-3 if name in IDENTITY_ATOL else 0.0), d   # HRA's x·H·H rounding goes through the packed bf16 kernel
     m.train()
     with pytest.raises(RuntimeError, match="repacked for CPU inference"):
         m(ids, labels=ids)
