@@ -64,6 +64,7 @@ class RandLora(Variant):
     bench = {"lr": 1e-4, "r": 32, "alpha": 640.0}   # PEFT's MetaMathQA RandLoRA experiment (default config, lr 1e-4)
     results = {"PEFT · Llama-3.2-3B": 47.8}
     peft_type = "RANDLORA"
+    example = dict(r=8)   # a config that fits the 64-wide test models
     @property
     def m(self): return min(self.d_in, self.d_out)
     @property

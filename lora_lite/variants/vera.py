@@ -54,6 +54,7 @@ class Vera(Variant):
     bench = {"lr": 1e-4, "r": 256}            # PEFT's MetaMathQA VeRA experiment (default VeraConfig, lr 1e-4)
     results = {"PEFT · Llama-3.2-3B": 35.4}
     peft_type = "VERA"
+    example = dict(r=16)   # a config that fits the 64-wide test models
     def param_shapes(self): return {"lambda_b": (self.d_out,), "lambda_d": (self.r,)}
     def buffer_shapes(self): return {"A": (self.r, self.d_in), "B": (self.d_out, self.r)}
 
