@@ -84,6 +84,7 @@ class UniLora(Variant):
         sh.inv_sqrt_count.copy_(inv.to(wd) if wd.is_floating_point else inv)   # PEFT's rounding to the base dtype
         if cfg.init_weights: sh.theta.uniform_(-cfg.init_theta_d_bound, cfg.init_theta_d_bound)
         else: sh.theta.normal_()
+        if wd.is_floating_point: sh.theta.copy_(sh.theta.to(wd))            # PEFT moves θ through the base dtype at init
 
     def factors(self):
         "(A (r, d_in), B (d_out, r)): θ/√count gathered at this layer's indices."
