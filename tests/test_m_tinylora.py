@@ -1,5 +1,5 @@
 "PEFT 0.21.2 is the oracle for TinyLoRA: A, B, P and groups, to_peft/from_peft logits (both published configs), counts (3,584 and 64), training, 4/8-bit bases."
-import copy, json, tempfile, warnings
+import copy, json, warnings
 import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
