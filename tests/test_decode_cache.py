@@ -149,8 +149,9 @@ def test_inference_mode_to_and_forward(name, ids):
         model.to(torch.float64)
         a, b = model(ids).logits, model(ids).logits
         clear(model); c = model(ids).logits
-        for l in ll.adapter_layers(model).values():                 # an in-place edit inside inference mode bumps no
-            for p in l.parameters(): p.mul_(1.5)                   # version counter: it must be seen all the same
+        for l in [*ll.adapter_layers(model).values(), *([model.ll_shared] if hasattr(model, "ll_shared") else [])]:
+            for p in l.parameters(): p.mul_(1.5)                   # an in-place edit (layers' or shared tensors) inside inference
+                                                                   # mode bumps no version counter: it must be seen all the same
         d = model(ids).logits; clear(model)
         assert torch.equal(d, model(ids).logits)
     assert a.dtype == torch.float64 and torch.equal(a, b) and torch.equal(a, c) and not torch.equal(a, d)

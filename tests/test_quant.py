@@ -20,7 +20,7 @@ QUANTS = {"nf4": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_com
                          bnb_4bit_compute_dtype=torch.float32),
           "int8": dict(load_in_8bit=True)}
 FOUR_BIT = [q for q in QUANTS if q != "int8"]
-READS_W_AT_INIT = {"pissa", "dora", "delora", "hira", "deft", "psoft", "mica", "kasa", "peanut", "glora", "adamss", "osf"} | {v for v in VARIANTS if v.startswith("antipasto")}
+READS_W_AT_INIT = {"pissa", "dora", "delora", "hira", "deft", "psoft", "mica", "kasa", "peanut", "glora", "adamss", "osf", "tinylora"} | {v for v in VARIANTS if v.startswith("antipasto")}
 IDENTITY_ATOL = dict(dora=2e-6, hra=2e-6)   # adapter math rounds at init (measured <= 5.1e-7); the others are exact
 BF16_IDENTITY_ATOL = dict(deft=1e-2)        # DeFT's removal term reads the bf16-rounded y (as PEFT's does): flips last bits (2.5e-3)
 
@@ -105,6 +105,7 @@ def keep_ablation_on(m):
             if n.endswith("ll_adapter.alpha"): p.abs_()
 
 
+def ours(n): return ".ll_adapter." in n or n.startswith("ll_shared.")   # a layer's adapter tensor, or the shared ones (TinyLoRA's v)
 def adapter_params(m): return {n: p for n, p in m.named_parameters() if ours(n)}
 
 

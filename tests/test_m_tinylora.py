@@ -1,0 +1,148 @@
+"PEFT 0.21.2 is the oracle for TinyLoRA: A, B, P and groups, to_peft/from_peft logits (both published configs), counts (3,584 and 64), training, 4/8-bit bases."
+import copy, json, warnings
+import pytest, torch
+import lora_lite as ll
+from lora_lite.helpers import tiny_qwen3
+from lora_lite.variants.tinylora import TinyLora, tinylora_groups
+from conftest import logits, train_steps, structured_qwen3, snapshot, assert_unchanged
+
+peft = pytest.importorskip("peft")
+TOL = 1e-5
+QV = ["q_proj", "v_proj"]
+PUBLISHED = [dict(weight_tying=0.0), dict(weight_tying=1.0)]             # tinylora/llama-3.2-3B-default, -weight-tying (r=2, u=64)
+CASES = PUBLISHED + [dict(u=8, weight_tying=0.5, r=4), dict(u=16, projection_seed=3, save_projection=False)]
+ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _peft(model, **kw): return peft.get_peft_model(model, peft.TinyLoraConfig(target_modules=kw.pop("target_modules", QV), **kw))
+def _trainable(m): return sum(p.numel() for p in m.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("n,t", [(n, t) for n in (1, 2, 7, 10, 56) for t in (0.0, 0.25, 0.5, 0.75, 1.0)])
+def test_groups_and_factors_equal_peft(n, t):
+    "Each layer's group, A, B and P are PEFT's (same SVD, same seeded draw), for 7 target kinds over blocks of a tiny Qwen3."
+    blocks = -(-n // 7)
+    base = tiny_qwen3(n_layers=blocks)
+    names = [f"model.layers.{b}.{'mlp' if k in ALL[4:] else 'self_attn'}.{k}" for b in range(blocks) for k in ALL][:n]
+    cfg = dict(u=4, weight_tying=t, r=3)
+    pm = _peft(copy.deepcopy(base), target_modules=names, **cfg)
+    ours = copy.deepcopy(base); ll.attach(ours, ll.TinyLoraConfig(target_names=[f"^{x}$" for x in names], **cfg))
+    L = ll.adapter_layers(ours)
+    assert list(L) == names and [l.group for l in L.values()] == tinylora_groups(n, t)
+    for x, l in L.items():
+        p = pm.get_submodule(f"base_model.model.{x}")
+        assert p._tinylora_v_key["default"] == str(l.group), x
+        for k in "ABP": assert torch.equal(getattr(l, k), getattr(p, f"tinylora_{k}")["default"]), (x, k)
+    assert _trainable(ours) == _trainable(pm) == 4 * (max(tinylora_groups(n, t)) + 1)
+
+
+@pytest.mark.parametrize("kw", CASES, ids=range(len(CASES)))
+def test_to_peft_reproduces_our_logits(ids, tmp_path, kw):
+    base = tiny_qwen3(); model = copy.deepcopy(base)
+    y0 = logits(model, ids)
+    ll.attach(model, ll.TinyLoraConfig(**kw))
+    train_steps(model, ids, lr=0.05); ours = logits(model, ids)
+    assert (ours - y0).abs().max() > 1e-3, "the adapter did not move the logits"
+    ll.to_peft(model, tmp_path / "p")
+    pc = json.loads((tmp_path / "p" / "adapter_config.json").read_text())
+    assert pc["peft_type"] == "TINYLORA" and pc["weight_tying"] == kw.get("weight_tying", 0.0)
+    pm = peft.PeftModel.from_pretrained(base, tmp_path / "p").eval()
+    d = (ours - logits(pm, ids)).abs().max().item()
+    print(f"TinyLoRA {kw} to_peft max|diff| vs PEFT: {d:.2e}")
+    assert d <= TOL
+
+
+@pytest.mark.parametrize("kw", CASES, ids=range(len(CASES)))
+def test_from_peft_reproduces_peft_logits_and_round_trips(ids, tmp_path, kw):
+    pm = _peft(tiny_qwen3(), **kw)
+    with torch.no_grad():
+        for p in pm.parameters():
+            if p.requires_grad: p.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))   # off PEFT's zero init
+    pm.save_pretrained(tmp_path / "p"); pm.eval()
+    theirs = logits(pm, ids)
+    with pm.disable_adapter(): assert (theirs - logits(pm, ids)).abs().max() > 1e-3, "PEFT's adapter is (near) identity"
+    base = tiny_qwen3()
+    cfg = ll.from_peft(base, tmp_path / "p")
+    assert isinstance(cfg, ll.TinyLoraConfig) and cfg.weight_tying == kw.get("weight_tying", 0.0)
+    assert [n for n, p in base.named_parameters() if p.requires_grad] == ["ll_shared.v"]
+    ours = logits(base, ids)
+    d = (ours - theirs).abs().max().item()
+    print(f"TinyLoRA {kw} from_peft max|diff| vs PEFT: {d:.2e}")
+    assert d <= TOL
+    ll.to_peft(base, tmp_path / "q")                                       # from_peft(to_peft(x)) is exact
+    fresh = tiny_qwen3(); ll.from_peft(fresh, tmp_path / "q")
+    assert torch.equal(fresh.ll_shared.v, base.ll_shared.v) and torch.equal(logits(fresh, ids), ours)
+
+
+def test_export_refuses_projection_peft_would_not_draw(tmp_path):
+    m = tiny_qwen3(); ll.attach(m, ll.TinyLoraConfig(u=4, save_projection=False))
+    layer = ll.adapter_layers(m)["model.layers.1.self_attn.q_proj"]
+    with torch.no_grad(): layer.P.mul_(2)
+    with pytest.raises(ValueError, match="model.layers.1.self_attn.q_proj"): ll.to_peft(m, tmp_path / "p")
+
+
+def _llama_3b(n_layers=28):
+    "Llama-3.2-3B's shapes on the meta device (q 3072->3072, k/v 3072->1024)."
+    from transformers import LlamaConfig, LlamaForCausalLM
+    c = LlamaConfig(vocab_size=32, hidden_size=3072, intermediate_size=8192, num_hidden_layers=n_layers, num_attention_heads=24,
+                    num_key_value_heads=8, head_dim=128, tie_word_embeddings=False)
+    with torch.device("meta"): return LlamaForCausalLM(c)
+
+
+@pytest.mark.parametrize("tying,published", [(0.0, 3584), (1.0, 64)])
+def test_trainable_count_equals_peft_and_published(tying, published):
+    "PEFT's tinylora/llama-3.2-3B-default and -weight-tying: 3,584 and 64 trainable parameters (its result files)."
+    ours = _llama_3b(); ll.attach(ours, ll.get_config("tinylora", weight_tying=tying, **{k: v for k, v in TinyLora.bench.items() if k != "lr"}))
+    pc = json.loads('{"r": 2, "u": 64, "projection_seed": 42, "save_projection": true, "init_weights": true, "tinylora_dropout": 0.0}')
+    pm = peft.get_peft_model(_llama_3b(), peft.TinyLoraConfig(weight_tying=tying, **pc))   # target_modules None: q_proj, v_proj
+    print(f"TinyLoRA (tying {tying}) trainable on Llama-3.2-3B: ours {_trainable(ours):,}; PEFT {_trainable(pm):,}")
+    assert _trainable(ours) == _trainable(pm) == published
+
+
+def test_training_equals_peft(ids):
+    "Five AdamW steps (lr 1e-2) from v = 0: the same losses as PEFT on a tiny Qwen3 with trained-looking weights (decaying spectra)."
+    base = structured_qwen3(hidden=128)
+    for kw in PUBLISHED:
+        ours, theirs = copy.deepcopy(base), _peft(copy.deepcopy(base), **kw)
+        ll.attach(ours, ll.TinyLoraConfig(**kw))
+        losses = []
+        for m in (ours, theirs):
+            opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+            m.train(); ls = []
+            for _ in range(5):
+                loss = m(ids, labels=ids).loss; loss.backward(); opt.step(); opt.zero_grad(); ls.append(loss.item())
+            losses.append(torch.tensor(ls))
+        print(f"TinyLoRA {kw} training losses: ours {losses[0].tolist()} PEFT {losses[1].tolist()}")
+        assert losses[0][-1] < losses[0][0] - 1e-3
+        torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=0)
+        ours.eval(); theirs.eval()
+        assert (logits(ours, ids) - logits(theirs, ids)).abs().max() <= TOL
+
+
+bnb = pytest.importorskip("bitsandbytes")
+
+
+@pytest.mark.parametrize("quant", ["nf4", "int8"])
+def test_quantized_bases(ids, tmp_path, quant):
+    "4-bit and 8-bit bases: A, B from the dequantized W, identity at init, a finite gradient on v, exact save/load and detach."
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    tiny_qwen3(hidden=128).save_pretrained(tmp_path / "m")
+    q = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32) if quant == "nf4" else dict(load_in_8bit=True)
+    def load():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return AutoModelForCausalLM.from_pretrained(tmp_path / "m", quantization_config=BitsAndBytesConfig(**q), device_map="cpu").train()
+    m = load(); y0 = logits(m, ids); snap = snapshot(m)
+    ll.attach(m, ll.TinyLoraConfig(u=8, weight_tying=0.5, target_names=("proj",)))
+    assert torch.equal(logits(m, ids), y0)
+    n, l = next(iter(ll.adapter_layers(m).items()))
+    U, S, Vh = torch.linalg.svd(ll.dense_weight(m.get_submodule(n)))
+    torch.testing.assert_close(l.B @ l.A, U[:, :2] @ torch.diag(S[:2]) @ Vh[:2], rtol=0, atol=1e-5)
+    m(ids, labels=ids).loss.backward()
+    g = m.ll_shared.v.grad
+    assert g is not None and torch.isfinite(g).all() and (g != 0).all()
+    torch.optim.SGD([m.ll_shared.v], lr=1.0).step()
+    y1 = logits(m, ids); assert (y1 - y0).abs().max() > 1e-4
+    ll.save(m, tmp_path / "a.safetensors")
+    m2 = load(); ll.load(m2, tmp_path / "a.safetensors"); assert torch.equal(logits(m2, ids), y1)
+    ll.detach(m); assert torch.equal(logits(m, ids), y0); assert_unchanged(m, snap)
