@@ -105,7 +105,6 @@ def keep_ablation_on(m):
             if n.endswith("ll_adapter.alpha"): p.abs_()
 
 
-def ours(n): return ".ll_adapter." in n or n.startswith("ll_shared.")   # a layer's adapter tensor, or the shared ones (TinyLoRA's v)
 def adapter_params(m): return {n: p for n, p in m.named_parameters() if ours(n)}
 
 
