@@ -156,6 +156,7 @@ class Variant(nn.Module):
     needs_calibration: ClassVar[bool] = False
     example: ClassVar[dict] = {}            # config fields that fit the 64-wide test models (tests and tools read it)
     has_rank: ClassVar[bool] = True         # False: `r` means nothing to this method (IA3, RoAd, BOFT); `ll.summary` shows —
+    has_delta: ClassVar[bool] = True        # False: no fixed ΔW (Lily mixes by batch statistics); merged export refuses, checks use `reference`
     knobs: ClassVar[tuple] = ()             # config fields that are runtime floats on each layer (`ll.set_knob`), e.g. "coeff"
     # the method's facts, read generically: README table, benchmark defaults, PEFT export/import
     paper: ClassVar[tuple] = ()             # (arXiv id, short title)
