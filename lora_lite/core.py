@@ -234,6 +234,7 @@ class Variant(nn.Module):
     @classmethod
     def peft_export(cls, cfg, layers:dict, modules:dict) -> tuple:
         "(PEFT adapter_config fields, {PEFT key: tensor}) for `layers` {name: Variant}; default: exact rank-r LoRA from each ΔW."
+        if not cls.has_delta: raise NotImplementedError(f"{cls.config_cls.variant} has no fixed ΔW, so it has no LoRA form.")
         return lora_to_peft(cfg, {n: (*low_rank(l.delta_weight(modules[n]), l.r, n), 1.0) for n, l in layers.items()})
     @classmethod
     def peft_import(cls, pc:dict, dims:dict, tensors:dict, dtype) -> Optional[tuple]:
