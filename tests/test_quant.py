@@ -81,8 +81,8 @@ def quant_tensors(m) -> dict:
 
 def base_state(m) -> dict:
     "Everything of the base a hook-only adapter must leave bit-exact (incl. bnb's quantization state)."
-    st = {f"p.{n}": p for n, p in m.named_parameters() if ".ll_adapter." not in n}
-    st.update({f"b.{n}": b for n, b in m.named_buffers() if ".ll_adapter." not in n})
+    st = {f"p.{n}": p for n, p in m.named_parameters() if not ours(n)}
+    st.update({f"b.{n}": b for n, b in m.named_buffers() if not ours(n)})
     st.update({f"q.{n}": t for n, t in quant_tensors(m).items()})
     return {k: (v.detach().clone(), v.dtype) for k, v in st.items()}
 
@@ -105,7 +105,10 @@ def keep_ablation_on(m):
             if n.endswith("ll_adapter.alpha"): p.abs_()
 
 
-def adapter_params(m): return {n: p for n, p in m.named_parameters() if ".ll_adapter." in n}
+def ours(n): return ".ll_adapter." in n or n.startswith("ll_shared.")   # a layer's adapter tensor, or one shared by layers (Lily)
+
+
+def adapter_params(m): return {n: p for n, p in m.named_parameters() if ours(n)}
 
 
 def cpu_flags(m): return {n: getattr(x, "support_avx512bf16_for_cpu", None) for n, x in bnb_layers(m).items()}
@@ -148,7 +151,7 @@ def test_invariants(qdir, ids, name, quant, tmp_path):
     m2 = load_q(qdir, quant).train()
     ll.load(m2, tmp_path / "a.safetensors")
     assert torch.equal(logits(m2, ids), y1)
-    sd1, sd2 = ({n: t for n, t in x.state_dict().items() if ".ll_adapter." in n} for x in (m, m2))
+    sd1, sd2 = ({n: t for n, t in x.state_dict().items() if ours(n)} for x in (m, m2))
     assert sd1.keys() == sd2.keys() and all(torch.equal(sd1[k], sd2[k]) for k in sd1)
     # detach: outputs and every base tensor bit-exact, hooks gone, repacking switch restored
     ll.detach(m)
@@ -250,7 +253,7 @@ def test_eval_before_attach_8bit(qdir, ids, name):
     logits(b, ids)
     assert all(x.weight.SCB is None for x in bnb_layers(b).values())
     for x in (a, b): torch.manual_seed(0); attach(x, name)
-    sa, sb = ({n: t for n, t in x.state_dict().items() if ".ll_adapter." in n} for x in (a, b))
+    sa, sb = ({n: t for n, t in x.state_dict().items() if ours(n)} for x in (a, b))
     assert all(torch.equal(sa[k], sb[k]) for k in sa), "adapter init depends on whether a forward ran first"
     perturb_adapter(b, std=0.05); keep_ablation_on(b)
     b.train(); b(ids, labels=ids).loss.backward()
@@ -294,7 +297,8 @@ def test_no_dense_copy_kept(qdir, ids, name, quant):
     model0, live0 = model_tensor_bytes(m), live_tensor_bytes()
     ll.attach(m, cfg, calibration_data=calib)
     model1, live1 = model_tensor_bytes(m), live_tensor_bytes()
-    adapter = sum(_storages([t for l in ll.adapter_layers(m).values() for t in l.state_dict().values()]).values())
+    shared = [*getattr(m, "ll_shared", torch.nn.Module()).state_dict().values()]             # tensors shared by layers: once
+    adapter = sum(_storages([t for l in ll.adapter_layers(m).values() for t in l.state_dict().values()] + shared).values())
     smallest_dense = min(x.in_features * x.out_features * 4 for x in bnb_layers(m).values())
     assert model1 - model0 == adapter, (name, quant, model1 - model0, adapter)
     extra = live1 - live0 - adapter                        # measured: exactly 0 for every variant and precision
