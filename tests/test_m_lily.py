@@ -2,14 +2,14 @@
 B_e, PEFT's grouping of shared tensors (copies equal, one kept; a grouping lora_lite can't reproduce refused), trainable
 counts (PEFT's and its published Llama-3.2-3B counts), the batch dependence PEFT has too, the refusals of a method with
 no fixed ΔW, 4/8-bit bases, and a training run against PEFT's loss curve."""
-import copy, json
+import copy, json, os
 import pytest, torch
 from safetensors.torch import load_file, save_file
 import lora_lite as ll
 from lora_lite.core import Variant
 from lora_lite.helpers import tiny_qwen3
 from conftest import snapshot, assert_unchanged, train_steps, logits
-from realistic import peft_vs_ours_curves, quant_check
+from realistic import peft_vs_ours_curves, quant_check, train_curve
 
 peft = pytest.importorskip("peft")
 QV, MLP = ["q_proj", "v_proj"], ["gate_proj", "up_proj", "down_proj"]
@@ -186,3 +186,34 @@ def test_trains_like_peft():
     d = max(abs(a - b) for a, b in zip(theirs, mine))
     print(f"Lily losses PEFT {[round(x, 5) for x in theirs]} ours max|diff| {d:.1e}")
     assert theirs[-1] < theirs[0] - 1e-3 and d <= 1e-5
+
+
+
+def smollm2_sized(seed=0):
+    "A Llama with SmolLM2-135M's linear shapes (hidden 576, MLP 1536, 30 blocks; vocab cut to 2048), trained-like spectra."
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(seed)
+    m = LlamaForCausalLM(LlamaConfig(vocab_size=2048, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                                     num_attention_heads=9, num_key_value_heads=3, head_dim=64, tie_word_embeddings=True))
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for n, mod in m.named_modules():
+            if isinstance(mod, torch.nn.Linear) and "lm_head" not in n:
+                o, i = mod.weight.shape; k = min(o, i)
+                U, V = (torch.linalg.qr(torch.randn(d, k, generator=g))[0] for d in (o, i))
+                s = torch.arange(1, k + 1).float() ** -0.6
+                mod.weight.copy_((U * (s / s.norm() * mod.weight.norm())) @ V.T)
+    return m.eval()
+
+
+@pytest.mark.skipif(os.environ.get("LL_SLOW") != "1", reason="about 2 minutes on a 2-core CPU: LL_SLOW=1 runs it")
+def test_trains_like_peft_smollm2_sized(tmp_path):
+    "The published r=140 MLP config on SmolLM2-135M's shapes (A groups of 14, 14 and 2 blocks): six AdamW steps = PEFT's."
+    pm = peft.get_peft_model(smollm2_sized(), peft.LilyConfig(**PUBLISHED[0])); pm.save_pretrained(tmp_path)
+    mine = smollm2_sized(); ll.from_peft(mine, tmp_path)
+    assert len([n for n, _ in mine.ll_shared.named_parameters() if n.startswith("A_")]) == 9
+    data = [torch.randint(0, 2048, (2, 64), generator=torch.Generator().manual_seed(5))] * 6
+    theirs, ours_ = train_curve(pm, data, lr=1e-3), train_curve(mine, data, lr=1e-3)
+    d = max(abs(a - b) for a, b in zip(theirs, ours_))
+    print(f"Lily SmolLM2-sized losses PEFT {[round(x, 5) for x in theirs]} ours max|diff| {d:.1e}")
+    assert theirs[-1] < theirs[0] - 1e-2 and d <= 1e-5
