@@ -4,6 +4,13 @@
     python benchmarks/speed.py --quick         # a fast smoke run (~1 min), smaller model, fewer repeats
     python benchmarks/speed.py --device cuda   # on a GPU (writes results/speed_cuda.json)
     python benchmarks/speed.py --decode-only   # only the decode section (~10 min alone on a 2-core CPU), merged into the JSON
+    python benchmarks/speed.py --only fourierft lora --skip memory init breaks decode   # a subset (writes speed_cpu_partial.json)
+
+Configurations come from the registry, nothing here lists methods: every registered variant is timed with the GSM8K
+paper preset's adapter config (`--config bench`: r=32, α=64 ⊕ the variant's `bench`; or `default` / `example`), falling
+back to the config's defaults and then to the variant's `example` where that does not fit the model; every variant with
+a `peft_type` gets a PEFT side, built from lora_lite's own adapter by `ll.to_peft` and `PeftModel.from_pretrained`
+(the same tensors), so a method added later is compared with PEFT without editing this file.
 
 Method
 - Step model: a random Qwen3 built from a config (default hidden 512, 8 blocks, 8 heads × 64, 4 KV heads,
@@ -26,6 +33,8 @@ Method
   `torch.cuda.max_memory_allocated` on GPU. We also report "step memory" = peak minus the memory held just
   after the base model is built (activations, gradients, adapter tensors, optimizer state): the part an
   adapter can change; the process' fixed cost (Python, torch, the weights) would only dilute the ratios.
+  Each adapted worker first runs the PEFT export/import path on a throwaway 64-wide model, so that both sides'
+  processes have imported the same code before the baseline is read (from_pretrained's imports are ~50 MB).
 - Prediction of the hook overhead: matmul/attention FLOPs of one step counted by torch's FlopCounterMode
   (batch 1; the ratio does not depend on the batch), adapter ÷ base.
 - Init: attach time of the SVD-based variants on Qwen3-0.6B-sized layers (q_proj 1024->2048, v_proj 1024->1024,
@@ -35,8 +44,8 @@ Method
 - The hook path alone: one q_proj-sized layer with LoRA, forward + backward on the same tokens, lora_lite's hook
   vs PEFT's wrapper module, 40 paired rounds: a precise check of the per-layer cost that the whole-model step
   (±2-3 % round-to-round noise on a shared CPU) can't resolve.
-- Decode: every registered lora_lite variant (r=32 on q/v, r=256 for the AntiPaSTO family, else the variant's defaults)
-  and PEFT where it has the method, on a Qwen3 with Qwen3-0.6B's block widths, 2 blocks, vocab 4096 (`DEC`), eval mode:
+- Decode: every registered lora_lite variant (its `--config`), the same adapter inside `ll.merged` (W + ΔW swapped in,
+  hooks off: the "merged" column), and PEFT where it has the method, on a Qwen3 with Qwen3-0.6B's block widths, 2 blocks, vocab 4096 (`DEC`), eval mode:
   batch-1 greedy `generate` of 24 tokens after an 8-token prompt (under inference_mode) and one batch 8 × 128 prefill
   forward; per-token CPU time, interleaved rounds, median of the paired ratios ÷ the frozen base. A configuration
   ≥ 3× the base (PEFT's HRA) is timed in 2 rounds only. Variants that fail to attach are listed, not fatal.
@@ -51,36 +60,59 @@ import warnings
 warnings.filterwarnings("ignore")
 import torch
 
-R, ALPHA, AP_R = 32, 64, 256          # the benchmark's LoRA-family rank/alpha (q_proj, v_proj); AntiPaSTO rank
+R, ALPHA, AP_R = 32, 64, 256          # LoRA rank/alpha of the hook-path and init sections; AntiPaSTO's rank there
 QV = ["q_proj", "v_proj"]
 
-# name -> (lora_lite variant + fields | None, PEFT config factory | None)
-def _configs(ap_r):
-    import lora_lite as ll, peft
-    return {
-        "base":             (None, None),
-        "lora":             (lambda: ll.LoRAConfig(r=R, alpha=ALPHA), lambda: peft.LoraConfig(r=R, lora_alpha=ALPHA, target_modules=QV)),
-        "dora":             (lambda: ll.DoRAConfig(r=R, alpha=ALPHA), lambda: peft.LoraConfig(r=R, lora_alpha=ALPHA, target_modules=QV, use_dora=True)),
-        "pissa":            (lambda: ll.PiSSAConfig(r=R, alpha=ALPHA, niter=4),
-                             lambda: peft.LoraConfig(r=R, lora_alpha=ALPHA, target_modules=QV, init_lora_weights="pissa_niter_4")),
-        "delora":           (lambda: ll.DeLoRAConfig(r=R), lambda: peft.DeloraConfig(r=R, delora_lambda=15, target_modules=QV)),
-        "ia3":              (lambda: ll.IA3Config(), lambda: peft.IA3Config(target_modules=["k_proj", "v_proj"], feedforward_modules=[])),
-        "ia3_ff":           (lambda: ll.IA3FFConfig(), lambda: peft.IA3Config(target_modules=["down_proj"], feedforward_modules=["down_proj"])),
-        "hra":              (lambda: ll.HRAConfig(r=R), lambda: peft.HRAConfig(r=R, target_modules=QV)),
-        "antipasto":        (lambda: ll.AntiPaSTOConfig(r=ap_r), None),
-        "antipasto_rot":    (lambda: ll.AntiPaSTORotConfig(r=ap_r), None),
-        "antipasto_ablate": (lambda: ll.AntiPaSTOAblateConfig(r=ap_r), None),
-        "antipasto_arrow":  (lambda: ll.AntiPaSTOArrowConfig(r=ap_r), None),
-    }
-SHARED = ["lora", "dora", "pissa", "delora", "ia3", "ia3_ff", "hra"]   # variants PEFT also has
+# ------------------------------------------------------------------ configurations, from the registry
+# Nothing here lists methods: every registered variant is timed, and every variant with a `peft_type` gets a PEFT side,
+# built from lora_lite's own adapter by `ll.to_peft` and loaded with `PeftModel.from_pretrained` (same tensors).
+def variants(args) -> list:
+    import lora_lite as ll
+    return [v for v in sorted(ll.VARIANTS) if not args.only or v in args.only]
+
+def has_peft(v) -> bool:
+    import lora_lite as ll
+    return ll.VARIANTS[v].peft_type is not None
+
+def configs_to_try(v, args) -> list:
+    "[(which, config fields)] for variant v: the --config choice first, then the variant's defaults, then its `example`."
+    import dataclasses, lora_lite as ll
+    from lora_lite.bench.run import Settings, adapter_fields
+    V = ll.VARIANTS[v]
+    known = {f.name for f in dataclasses.fields(V.config_cls)}
+    opts = {"bench": {k: x for k, x in adapter_fields(Settings.build("paper", v)).items() if k in known},   # the GSM8K paper preset
+            "default": {}, "example": dict(V.example)}
+    order = [args.config] + [c for c in ("default", "example") if c != args.config]
+    return [(c, opts[c]) for c in order if c != "example" or V.example]
+
+def attach_ll(model, v, args, calib=None) -> tuple:
+    "Attach variant v with the first config of `configs_to_try` that fits `model`; returns (which, config)."
+    import lora_lite as ll
+    V, errors = ll.VARIANTS[v], []
+    for which, fields in configs_to_try(v, args):
+        try:
+            cfg = ll.get_config(v, **fields)
+            torch.manual_seed(0)                                        # the same adapter init in every copy
+            ll.attach(model, cfg, calibration_data=calib if V.needs_calibration else None)
+            return which, cfg
+        except (ValueError, TypeError) as e: errors.append(f"{which}: {str(e).splitlines()[0][:160]}")
+    raise ValueError(f"{v}: no config fits this model: " + " | ".join(errors))
+
+def attach_peft(model, v, args, calib=None):
+    "PEFT's side of v: lora_lite's adapter written by `ll.to_peft`, detached, loaded by `PeftModel.from_pretrained` (trainable)."
+    import tempfile, lora_lite as ll, peft
+    which, cfg = attach_ll(model, v, args, calib)
+    with tempfile.TemporaryDirectory() as d:
+        ll.to_peft(model, Path(d) / "peft")
+        ll.detach(model)
+        return peft.PeftModel.from_pretrained(model, Path(d) / "peft", is_trainable=True), (which, cfg)
 
 def run_keys(args):
     "Configuration keys of the step benchmark: 'base', 'll:<variant>', 'peft:<variant>'."
     keys = ["base"]
-    for v in _configs(AP_R):
-        if v == "base" or (args.only and v not in args.only): continue
+    for v in variants(args):
         keys.append(f"ll:{v}")
-        if v in SHARED: keys.append(f"peft:{v}")
+        if has_peft(v) and not args.no_peft: keys.append(f"peft:{v}")
     return keys
 
 # ------------------------------------------------------------------ models
@@ -97,21 +129,22 @@ def qwen3(hidden, layers, vocab, seq, inter=None, heads=None, kv=None, head_dim=
 def step_model(args, layers=None):
     return qwen3(args.hidden, layers or args.layers, args.vocab, args.seq).to(args.device)
 
-def ap_rank(args):
-    "AntiPaSTO's r=256, clipped to the smallest adapted layer (q_proj hidden->hidden, v_proj hidden->hidden/2)."
-    return min(AP_R, args.hidden // 2)
+def calib_batches(vocab, seed=4):
+    "Token batches for the data-calibrated variants (EVA, antipasto_corda)."
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, vocab, (2, 64), generator=g) for _ in range(2)]
+
+CONFIGS = {}   # variant -> (which config, its fields) as attached, for the report
+FAILED = {}    # configuration key -> why it could not be built
 
 def adapt(model, key, args):
     "Attach configuration `key` to `model`; returns (model to call, trainable params)."
     if key == "base": return model.requires_grad_(False), []   # frozen base: gradients flow to the input only
     lib, v = key.split(":")
-    ll_cfg, peft_cfg = _configs(ap_rank(args))[v]
-    if lib == "ll":
-        import lora_lite as ll
-        ll.attach(model, ll_cfg())
-    else:
-        import peft
-        model = peft.get_peft_model(model, peft_cfg())
+    calib = [b.to(args.device) for b in calib_batches(args.vocab)]
+    if lib == "ll": used = attach_ll(model, v, args, calib)
+    else: model, used = attach_peft(model, v, args, calib)
+    CONFIGS[v] = (used[0], used[1].to_dict())
     return model, [p for p in model.parameters() if p.requires_grad]
 
 class Runner:
@@ -140,7 +173,12 @@ def clock(args): return time.process_time if args.clock == "cpu" else time.perf_
 # ------------------------------------------------------------------ step time
 def time_steps(args, keys):
     base = step_model(args)
-    runners = {k: Runner(k, base, args) for k in keys}
+    runners = {}
+    for k in keys:
+        try: runners[k] = Runner(k, base, args)
+        except Exception as e:                                          # report, don't stop the benchmark
+            FAILED[k] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"; print(f"  {k} failed: {FAILED[k]}", flush=True)
+    keys[:] = list(runners)
     for r in runners.values():
         for _ in range(args.warmup): r.step()
     sync(args.device)
@@ -198,8 +236,17 @@ def _hwm_mb():
     with open("/proc/self/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
 
+def _import_warmup(args):
+    """Run the PEFT export/import path once on a throwaway 64-wide model, so both sides' processes hold the same modules
+    (PeftModel.from_pretrained imports ~50 MB of code that would otherwise count as PEFT's step memory)."""
+    v = args.mem_worker.split(":")[-1]
+    for name in (v, "lora"):
+        try: attach_peft(qwen3(64, 1, 128, 64, head_dim=16), name, args, calib_batches(128)); return
+        except Exception: pass
+
 def mem_worker(args):
     torch.set_num_threads(args.threads)
+    if args.mem_worker != "base": _import_warmup(args)
     base = step_model(args)
     gc.collect()
     if args.device.startswith("cuda"):
@@ -224,16 +271,17 @@ def measure_memory(args, keys):
     def one(k):
         cmd = [sys.executable, __file__, "--mem-worker", k] + _size_flags(args)
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, **MALLOC_ENV})
-        if res.returncode: raise RuntimeError(f"memory worker {k} failed:\n{res.stderr[-3000:]}")
+        if res.returncode:
+            print(f"  memory worker {k} failed:\n{res.stderr[-1500:]}", flush=True); return None
         return json.loads(res.stdout.strip().splitlines()[-1])
     with ThreadPoolExecutor(args.mem_jobs if args.device == "cpu" else 1) as ex: res = list(ex.map(one, keys))
-    out = dict(zip(keys, res))
+    out = {k: r for k, r in zip(keys, res) if r is not None}
     for k, v in out.items(): print(f"  {k}: peak {v['peak_mb']:.0f} MB, step {v['step_mb']:.0f} MB", flush=True)
     return out
 
 def _size_flags(args):
     return ["--hidden", str(args.hidden), "--layers", str(args.layers), "--seq", str(args.seq), "--batch", str(args.batch),
-            "--vocab", str(args.vocab), "--device", args.device, "--threads", str(args.threads)]
+            "--vocab", str(args.vocab), "--device", args.device, "--threads", str(args.threads), "--config", args.config]
 
 # ------------------------------------------------------------------ init / attach time of SVD-based variants
 def time_init(args):
@@ -285,41 +333,32 @@ def graph_breaks(args, keys):
 # the lm_head (which no adapter touches) from diluting the adapters' share of a token (Qwen3-0.6B's real 151,936-row
 # head would be 5× the two blocks; in the real 28-block model it is 0.36× them, closer to this setting's 0.13×).
 DEC = dict(hidden=1024, layers=2, vocab=4096, inter=3072, heads=16, kv=8, head_dim=128)
-PEFT_DEC = {"lora": "lora", "dora": "dora", "pissa": "pissa", "delora": "delora", "ia3": "ia3", "ia3_ff": "ia3_ff", "hra": "hra"}
-
 def decode_model(seed=0):
     d = DEC
     return qwen3(d["hidden"], d["layers"], d["vocab"], 256, inter=d["inter"], heads=d["heads"], kv=d["kv"], head_dim=d["head_dim"], seed=seed).eval()
 
-def decode_rank(name): return AP_R if name.startswith("antipasto") else R
-
-def decode_attach(key, base, calib):
+def decode_attach(key, base, calib, args):
     "A copy of `base` with configuration `key` ('base', 'll:<variant>', 'peft:<variant>') attached, in eval mode."
-    import lora_lite as ll
     m = copy.deepcopy(base)
     if key == "base": return m
     lib, v = key.split(":")
-    if lib == "peft":
-        import peft
-        fac = _configs(AP_R)[PEFT_DEC[v]][1]
-        return peft.get_peft_model(m, fac()).eval()
-    V = ll.VARIANTS[v]
-    try: cfg = ll.get_config(v, r=decode_rank(v))
-    except (ValueError, TypeError): cfg = ll.get_config(v)             # a variant whose r means something else
-    ll.attach(m, cfg, calibration_data=calib if V.needs_calibration else None)
+    if lib == "peft": return attach_peft(m, v, args, calib)[0].eval()
+    attach_ll(m, v, args, calib)
     return m.eval()
 
 def decode_keys(args):
-    import lora_lite as ll
+    "'base', then per variant 'll:<v>', 'merged:<v>' (the same model inside `ll.merged`) and 'peft:<v>' where PEFT has it."
     keys = ["base"]
-    for v in sorted(ll.VARIANTS):
-        if args.only and v not in args.only: continue
+    for v in variants(args):
         keys.append(f"ll:{v}")
-        if v in PEFT_DEC: keys.append(f"peft:{v}")
+        if not args.no_merged: keys.append(f"merged:{v}")
+        if has_peft(v) and not args.no_peft: keys.append(f"peft:{v}")
     return keys
 
 def time_decode(args):
     "Per-token time of greedy batch-1 generation (24 new tokens after an 8-token prompt) and of a batch 8 × 128 prefill."
+    import lora_lite as ll
+    from contextlib import nullcontext
     torch.manual_seed(0)
     base = decode_model()
     g = torch.Generator().manual_seed(3)
@@ -328,32 +367,40 @@ def time_decode(args):
     calib = [torch.randint(0, DEC["vocab"], (2, 64), generator=g) for _ in range(2)]
     models, failed = {}, {}
     for k in decode_keys(args):
-        try: models[k] = decode_attach(k, base, calib)
+        try:
+            if k.startswith("merged:"):                                 # the hooked model's copy, run inside ll.merged
+                models[k] = models[k.replace("merged:", "ll:")]
+                with ll.merged(models[k]): pass                         # refused (no fixed ΔW, ...)? say so now
+            else: models[k] = decode_attach(k, base, calib, args)
         except Exception as e:                                          # report, don't stop the benchmark
+            models.pop(k, None)
             failed[k] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"; print(f"  {k} failed: {failed[k]}", flush=True)
     keys, now, n = list(models), clock(args), args.new_tokens
+    mode = lambda k: ll.merged(models[k]) if k.startswith("merged:") else nullcontext()   # entered outside the clock
     def gen(m):
         with torch.inference_mode():
             return m.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
     def prefill(m):
         with torch.inference_mode(): return m(pre).logits
     toks = {}
-    for k in keys: toks[k] = gen(models[k])[0, -n:].tolist(); prefill(models[k])   # warm-up (and the cache fill)
+    for k in keys:                                                      # warm-up (and the cache fill)
+        with mode(k): toks[k] = gen(models[k])[0, -n:].tolist(); prefill(models[k])
     # base, k1, base, k2, base, ... : each variant run sits between two base runs and is divided by their mean, so the
     # machine's drifts (two shared cores: ±10 % over seconds) cancel in the ratio; medians of those ratios over rounds
     dt, pt = {k: [] for k in keys}, {k: [] for k in keys}
     rd, rp = {k: [] for k in keys}, {k: [] for k in keys}              # the paired ratios
-    def timed(f, m, size):
-        gc.collect(); t0 = now(); f(m); return (now() - t0) / size
+    def timed(f, k, size):
+        with mode(k):
+            gc.collect(); t0 = now(); f(models[k]); return (now() - t0) / size
     others = [k for k in keys if k != "base"]
     for i in range(args.decode_repeats):
         order = others[i % len(others):] + others[:i % len(others)]
         for f, times, ratios, size, on in ((gen, dt, rd, n, True), (prefill, pt, rp, pre.numel(), i < args.prefill_repeats)):
             if not on: continue
-            before = timed(f, models["base"], size); times["base"].append(before)
+            before = timed(f, "base", size); times["base"].append(before)
             for k in order:
                 if f is gen and i >= 2 and med(rd[k]) > 3: continue   # ≥ 3× slower (PEFT's HRA): 2 rounds do
-                t = timed(f, models[k], size); after = timed(f, models["base"], size)
+                t = timed(f, k, size); after = timed(f, "base", size)
                 times[k].append(t); times["base"].append(after); ratios[k].append(t / ((before + after) / 2))
                 before = after
         print(f"  decode round {i + 1}/{args.decode_repeats}: base {med(dt['base'][-len(order):]) * 1e3:.2f} ms/token", flush=True)
@@ -361,31 +408,33 @@ def time_decode(args):
     for k in keys:
         if k == "base": continue
         q = lambda v: statistics.quantiles(v, n=4) if len(v) >= 4 else [None, None, None]
+        hooked = k.replace("merged:", "ll:")
         rows[k] = {"decode_ms_per_token": med(dt[k]) * 1e3, "decode_over_base": med(rd[k]), "decode_quartiles": q(rd[k]),
                    "prefill_us_per_token": med(pt[k]) * 1e6 if pt[k] else None, "prefill_over_base": med(rp[k]) if rp[k] else None,
-                   "same_tokens_as_base": toks[k] == toks["base"]}
+                   "same_tokens_as_base": toks[k] == toks["base"], "same_tokens_as_hooked": toks[k] == toks.get(hooked)}
+    limits = {"ll": (("decode ÷ base", "decode_over_base", 1.05), ("prefill ÷ base", "prefill_over_base", 1.02)),
+              "merged": (("decode ÷ base", "decode_over_base", 1.01),)}
     return {"meta": {"model": DEC, "new_tokens": n, "prompt": 8, "prefill": [args.prefill_batch, args.prefill_seq],
-                     "r": R, "antipasto_r": AP_R, "rounds": args.decode_repeats, "prefill_rounds": args.prefill_repeats,
+                     "config": args.config, "configs": dict(CONFIGS), "rounds": args.decode_repeats, "prefill_rounds": args.prefill_repeats,
                      "threads": torch.get_num_threads(), "clock": args.clock, "date": time.strftime("%Y-%m-%d %H:%M")},
             "base": {"decode_ms_per_token": med(dt["base"]) * 1e3, "prefill_us_per_token": med(pt["base"]) * 1e6 if pt["base"] else None},
             "rows": rows, "failed": failed,
             "goals": [{"goal": f"{k} {what}", "value": r[f], "limit": lim, "met": None if r[f] is None else r[f] <= lim}
-                      for k, r in rows.items() if k.startswith("ll:")
-                      for what, f, lim in (("decode ÷ base", "decode_over_base", 1.05), ("prefill ÷ base", "prefill_over_base", 1.02))]}
+                      for k, r in rows.items() for what, f, lim in limits.get(k.split(":")[0], ())]}
 
 def print_decode(d):
     m = d["meta"]
     print(f"\n== decode: Qwen3 {m['model']}, batch-1 greedy {m['new_tokens']} tokens, prefill {m['prefill']}; "
           f"medians over {m['rounds']}/{m['prefill_rounds']} rounds of per-token time ÷ the mean of the base runs just before "
-          f"and after (in brackets: the quartiles of the decode ratios)")
+          f"and after (in brackets: the quartiles of the decode ratios); merged = the same adapter inside ll.merged")
     print(f"base: {d['base']['decode_ms_per_token']:.2f} ms/token decode, {d['base']['prefill_us_per_token']:.1f} µs/token prefill")
     vs = sorted({k.split(':')[1] for k in d["rows"]})
-    print(f"{'variant':18s}{'ll decode':>19s}{'peft decode':>19s}{'ll prefill':>13s}{'peft prefill':>13s}")
+    print(f"{'variant':18s}{'ll decode':>19s}{'merged decode':>19s}{'peft decode':>19s}{'ll prefill':>12s}{'merged':>8s}{'peft':>8s}")
     for v in vs:
-        a, b = d["rows"].get(f"ll:{v}"), d["rows"].get(f"peft:{v}")
+        a, mg, b = (d["rows"].get(f"{lib}:{v}") for lib in ("ll", "merged", "peft"))
         f = lambda r, k: fmt(r[k], 3) if r else "-"
         iq = lambda r: f"{f(r, 'decode_over_base')} ({r['decode_quartiles'][0]:.2f}–{r['decode_quartiles'][2]:.2f})" if r and r.get("decode_quartiles", [None])[0] else f(r, "decode_over_base")
-        print(f"{v:18s}{iq(a):>19s}{iq(b):>19s}{f(a, 'prefill_over_base'):>13s}{f(b, 'prefill_over_base'):>13s}")
+        print(f"{v:18s}{iq(a):>19s}{iq(mg):>19s}{iq(b):>19s}{f(a, 'prefill_over_base'):>12s}{f(mg, 'prefill_over_base'):>8s}{f(b, 'prefill_over_base'):>8s}")
     for k, e in d["failed"].items(): print(f"  {k}: FAILED {e}")
 
 # ------------------------------------------------------------------ report
@@ -395,19 +444,19 @@ def paired(ta, tb):
     "Median over rounds of ta[i] / tb[i]: each round's two steps ran close in time, so slow drifts of the machine cancel."
     return med([a / b for a, b in zip(ta, tb)]) if ta and tb else None
 
-def build_report(args, step_t, flops, mem, init_t, breaks, wall):
+def build_report(args, keys, step_t, flops, mem, init_t, breaks, wall):
     ms = {k: med(v) * 1e3 for k, v in step_t.items()}
     mm = {k: v["step_mb"] for k, v in mem.items()} if mem else {}
     pk = {k: v["peak_mb"] for k, v in mem.items()} if mem else {}
     div = lambda a, b: (a / b) if (a is not None and b) else None
     pr = lambda a, b: paired(step_t.get(a), step_t.get(b))
     rows = []
-    for k in step_t:
-        if k == "base" or not k.startswith("ll:"): continue
+    for k in keys:
+        if not k.startswith("ll:"): continue
         v = k[3:]
         p = f"peft:{v}"
-        rows.append({"variant": v,
-                     "ll_ms": ms[k], "peft_ms": ms.get(p),
+        rows.append({"variant": v, "config": CONFIGS.get(v, (None,))[0],
+                     "ll_ms": ms.get(k), "peft_ms": ms.get(p),
                      "ll_over_peft_step": pr(k, p),
                      "ll_over_peft_stepmem": div(mm.get(k), mm.get(p)), "ll_over_peft_peak": div(pk.get(k), pk.get(p)),
                      "over_lora_step": pr(k, "ll:lora"), "over_lora_stepmem": div(mm.get(k), mm.get("ll:lora")),
@@ -422,8 +471,10 @@ def build_report(args, step_t, flops, mem, init_t, breaks, wall):
         goals.append({"goal": name, "value": value, "limit": limit, "met": None if value is None else value <= limit})
     byv = {r["variant"]: r for r in rows}
     if "lora" in byv: goal("LoRA step: lora_lite ÷ PEFT", byv["lora"]["ll_over_peft_step"], 1.00)
-    for v in SHARED[1:]:
-        if v in byv: goal(f"{v} step: lora_lite ÷ PEFT", byv[v]["ll_over_peft_step"], 1.05)
+    for v, r in byv.items():                                           # every method PEFT has (within this machine's noise)
+        if v != "lora" and r["ll_over_peft_step"] is not None: goal(f"{v} step: lora_lite ÷ PEFT", r["ll_over_peft_step"], 1.05)
+    for v, r in byv.items():
+        if r["ll_over_peft_stepmem"] is not None: goal(f"{v} step memory: lora_lite ÷ PEFT", r["ll_over_peft_stepmem"], 1.00)
     if "dora" in byv:
         goal("DoRA step ÷ lora_lite LoRA step", byv["dora"]["over_lora_step"], 1.15)
         goal("DoRA peak memory ÷ LoRA's (step memory)", byv["dora"]["over_lora_stepmem"], 1.05)
@@ -435,7 +486,7 @@ def build_report(args, step_t, flops, mem, init_t, breaks, wall):
                      "cpu": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
                      "sizes": {"hidden": args.hidden, "layers": args.layers, "seq": args.seq, "batch": args.batch,
                                "vocab": args.vocab, "mlp": 3 * args.hidden, "heads": args.hidden // 64, "head_dim": 64},
-                     "adapter": {"r": R, "alpha": ALPHA, "targets": QV, "antipasto_r": ap_rank(args)},
+                     "adapter": {"config": args.config, "configs": dict(CONFIGS)}, "failed": dict(FAILED),
                      "repeats": args.repeats, "warmup": args.warmup, "init_repeats": args.init_repeats,
                      "init_model": {"hidden": 1024, "q_proj": "1024->2048", "v_proj": "1024->1024", "blocks": args.init_blocks},
                      "quick": args.quick, "wall_s": wall},
@@ -457,12 +508,13 @@ def fmt(x, d=2): return "   -" if x is None else f"{x:.{d}f}"
 def print_report(rep):
     m = rep["meta"]
     print(f"\n== lora_lite vs PEFT {m['peft']} on {m['device']} ({m['threads']} threads, {m['clock']} clock), Qwen3 {m['sizes']}, "
-          f"r={R} α={ALPHA} q/v, AntiPaSTO r={m['adapter']['antipasto_r']}; medians of {m['repeats']} interleaved rounds")
-    print(f"base step: {rep['step_ms']['base']['median']:.0f} ms")
+          f"config {m['adapter']['config']} (PEFT's side: lora_lite's adapter through ll.to_peft); medians of {m['repeats']} interleaved rounds")
+    if "base" in rep["step_ms"]: print(f"base step: {rep['step_ms']['base']['median']:.0f} ms")
     hdr = f"{'variant':17s}{'ll ms':>8s}{'peft ms':>8s} | {'ll/peft':>7s}{'mem':>6s} | {'/LoRA':>6s}{'mem':>6s} | {'/base':>6s}{'pred':>6s}{'peft':>6s}"
     print(hdr); print("-" * len(hdr))
+    ms = lambda x: "   -" if x is None else format(x, "8.0f")
     for r in rep["rows"]:
-        print(f"{r['variant']:17s}{r['ll_ms']:8.0f}{fmt(r['peft_ms'], 0) if r['peft_ms'] is None else format(r['peft_ms'], '8.0f'):>8s} | "
+        print(f"{r['variant']:17s}{ms(r['ll_ms']):>8s}{ms(r['peft_ms']):>8s} | "
               f"{fmt(r['ll_over_peft_step']):>7s}{fmt(r['ll_over_peft_stepmem']):>6s} | {fmt(r['over_lora_step']):>6s}{fmt(r['over_lora_stepmem']):>6s} | "
               f"{fmt(r['over_base_step']):>6s}{fmt(r['over_base_flops_predicted']):>6s}{fmt(r['peft_over_base_step']):>6s}")
     print("columns: ll/peft = step-time ratio, mem = step-memory ratio (peak minus the built model); /LoRA = vs lora_lite LoRA;\n"
@@ -475,6 +527,7 @@ def print_report(rep):
         print("\ninit/attach time (s), Qwen3-0.6B-sized q/v, " + f"{m['init_model']['blocks']} blocks:")
         for k, v in rep["init_s"].items(): print(f"  {k:22s}{v['median']:7.3f}")
         print("  ratios ll/peft: " + ", ".join(f"{k} {fmt(v)}" for k, v in rep["init_ratios"].items()))
+    for k, e in m.get("failed", {}).items(): print(f"  {k}: FAILED {e}")
     if rep["graph_breaks"]:
         print("\ngraph breaks (torch._dynamo.explain, 2-block model): " +
               ", ".join(f"{k} {v.get('graph_breaks', v.get('error'))}" for k, v in rep["graph_breaks"].items()))
@@ -492,8 +545,14 @@ def main(argv=None):
     p.add_argument("--mem-jobs", type=int, default=2, help="memory subprocesses run at once (CPU)")
     p.add_argument("--repeats", type=int, default=9); p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--init-repeats", type=int, default=5); p.add_argument("--init-blocks", type=int, default=2)
-    p.add_argument("--only", nargs="*", help="variants to time (default all)")
-    p.add_argument("--skip", nargs="*", default=[], choices=["memory", "init", "breaks", "flops", "decode"])
+    p.add_argument("--only", nargs="*", help="variants to time (default: every registered one)")
+    p.add_argument("--skip", nargs="*", default=[], choices=["step", "layer", "memory", "init", "breaks", "flops", "decode"],
+                   help="sections to leave out")
+    p.add_argument("--config", choices=["bench", "default", "example"], default="bench",
+                   help="adapter config per variant: the GSM8K paper preset's (r=32, α=64 ⊕ the variant's `bench`), the config's "
+                        "defaults, or the variant's small `example`; a config that doesn't fit the model falls back to the next")
+    p.add_argument("--no-peft", action="store_true", help="leave out the PEFT side (step and decode)")
+    p.add_argument("--no-merged", action="store_true", help="leave out the ll.merged column of the decode section")
     p.add_argument("--quick", action="store_true", help="hidden 256, 4 blocks, seq 128, 5 rounds: a ~1 min smoke run")
     p.add_argument("--decode-only", action="store_true", help="only the decode section (~10 min); merged into the results JSON")
     p.add_argument("--decode-repeats", type=int, default=7); p.add_argument("--prefill-repeats", type=int, default=3)
@@ -507,7 +566,9 @@ def main(argv=None):
     if args.device == "cpu": torch.set_num_threads(args.threads)
     if args.mem_worker: return mem_worker(args)
     t0 = time.perf_counter()
-    out = Path(args.out or Path(__file__).parent / "results" / f"speed_{args.device.split(':')[0]}{'_quick' if args.quick else ''}.json")
+    partial = bool(args.only or args.skip or args.no_peft or args.no_merged or args.config != "bench")   # never overwrite the full run's file
+    out = Path(args.out or Path(__file__).parent / "results" /
+               f"speed_{args.device.split(':')[0]}{'_quick' if args.quick else ''}{'_partial' if partial else ''}.json")
     if args.decode_only:
         print("decode (per-token time):", flush=True)
         d = time_decode(args); print_decode(d)
@@ -518,9 +579,9 @@ def main(argv=None):
     keys = run_keys(args)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}; configs: {keys}", flush=True)
     print("step time (ms per round):", flush=True)
-    step_t = time_steps(args, keys)
+    step_t = {} if "step" in args.skip else time_steps(args, keys)
     flops = {} if "flops" in args.skip else count_flops(args, keys)
-    layer = layer_overhead(args) if "ll:lora" in keys else {}
+    layer = layer_overhead(args) if "ll:lora" in keys and "layer" not in args.skip else {}
     if layer: print(f"one LoRA layer fwd+bwd: lora_lite {layer['ll_ms']:.2f} ms, PEFT {layer['peft_ms']:.2f} ms", flush=True)
     print("peak memory (subprocess per configuration):", flush=True)
     mem = {} if "memory" in args.skip else measure_memory(args, keys)
@@ -528,7 +589,7 @@ def main(argv=None):
     init_t = {} if "init" in args.skip else time_init(args)
     print("graph breaks:", flush=True)
     breaks = {} if "breaks" in args.skip else graph_breaks(args, [k for k in ("base", "ll:lora", "ll:dora", "ll:hra", "ll:ia3_ff", "peft:lora") if k in keys])
-    rep = build_report(args, step_t, flops, mem, init_t, breaks, time.perf_counter() - t0)
+    rep = build_report(args, keys, step_t, flops, mem, init_t, breaks, time.perf_counter() - t0)
     rep["layer"] = layer
     add_layer_goal(rep)
     if "decode" not in args.skip:

@@ -10,5 +10,6 @@ from .attach import *
 from .adapter_file import *    # save, load, read_adapter
 from .peft_io import *
 from .deploy import *          # merged export, ll.disabled, ll.summary
+from .train_step import *      # ll.step, ll.aux_loss: methods that act between optimizer steps (AdaLoRA)
 from . import variants          # every variant registers itself on import
 from .variants import *

@@ -121,6 +121,8 @@ def load(model:nn.Module,                  # the base model (no adapter attached
                                  "the adapter was saved from a model with other layer widths.")
         with torch.no_grad():
             for k, v in want.items(): v.copy_(tensors[k].to(v.dtype))
+            for n, l in layers.items():
+                if l.recomputed: l.recompute(model.get_submodule(n))   # buffers the file leaves out, rebuilt from the base weight
     _install(model, cfg, layers, _bnb4_install(model))
     return cfg
 

@@ -159,6 +159,7 @@ class Variant(nn.Module):
     has_rank: ClassVar[bool] = True         # False: `r` means nothing to this method (IA3, RoAd, BOFT); `ll.summary` shows —
     has_delta: ClassVar[bool] = True        # False: no fixed ΔW (Lily mixes by batch statistics); merged export refuses, checks use `reference`
     knobs: ClassVar[tuple] = ()             # config fields that are runtime floats on each layer (`ll.set_knob`), e.g. "coeff"
+    recomputed: ClassVar[tuple] = ()        # buffers not saved (non-persistent): `load` refills them from the base layer with `recompute`
     # the method's facts, read generically: README table, benchmark defaults, PEFT export/import
     paper: ClassVar[tuple] = ()             # (arXiv id, short title)
     bench: ClassVar[dict] = {}              # GSM8K paper-preset overrides: lr, r, alpha
@@ -176,7 +177,7 @@ class Variant(nn.Module):
         for n, shape in self.param_shapes().items():
             self.register_parameter(n, nn.Parameter(torch.zeros(shape, dtype=cfg.dtype, device=device)))
         for n, shape in self.buffer_shapes().items():
-            self.register_buffer(n, torch.zeros(shape, dtype=cfg.dtype, device=device))
+            self.register_buffer(n, torch.zeros(shape, dtype=cfg.dtype, device=device), persistent=n not in self.recomputed)
 
     @classmethod
     def identity_at_init(cls, cfg) -> bool:
@@ -208,6 +209,9 @@ class Variant(nn.Module):
     def init_all(cls, layers:dict, modules:dict):
         "Initialise every layer {name: Variant} on its module (no grad); override to fill shared tensors (VeRA)."
         for n, layer in layers.items(): layer.init(modules[n])
+    def recompute(self, module:nn.Module):
+        "Refill the `recomputed` buffers from the base layer `module` (no grad); `load` calls it once the saved tensors are in."
+        if self.recomputed: raise NotImplementedError(f"{type(self).__name__} declares recomputed buffers {self.recomputed} but no recompute.")
     def calibrate(self, x:torch.Tensor):
         "Accumulate statistics from masked input rows `x` (N, d_in) of one calibration batch."
     @classmethod
@@ -229,7 +233,7 @@ class Variant(nn.Module):
     def reference(self, module:nn.Module, x:torch.Tensor) -> torch.Tensor:
         "The adapted layer's output without hooks (what `check_variant` compares to): `F.linear(x, W + ΔW, b + Δb)`."
         b, db = getattr(module, "bias", None), self.delta_bias(module)
-        if b is not None: b = b.float() + (0 if db is None else db.float())
+        if b is not None or db is not None: b = (0 if b is None else b.float()) + (0 if db is None else db.float())   # Δb counts on a bias-less layer too (BEFT)
         return F.linear(x.float(), dense_weight(module) + self.delta_weight(module).float(), b)
     @classmethod
     def peft_export(cls, cfg, layers:dict, modules:dict) -> tuple:

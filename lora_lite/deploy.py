@@ -5,23 +5,34 @@
 # %% ../nbs/05_deploy.ipynb #c878a862
 from __future__ import annotations
 import copy, dataclasses
+from functools import partial
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 import torch
 from torch import nn
-from .weights import dense_weight, _is_conv1d, _is_quantized, _merge_dtype, _numel
+from .weights import dense_weight, _is_bnb, _is_conv1d, _is_quantized, _merge_dtype, _numel
 from .core import SHARED
 from .attach import ADAPTER, adapter_layers, adapter_config
 from .adapter_file import full_adapter_state  # noqa: F401 (re-exported: FSDP scripts import it from deploy)
 
 # %% auto #0
-__all__ = ['merged_state_dict', 'save_merged', 'disabled', 'Summary', 'summary']
+__all__ = ['merged_state_dict', 'save_merged', 'disabled', 'merged', 'Summary', 'summary']
+
+# %% ../nbs/05_deploy.ipynb #0a9bae60
+_MERGED = "_ll_merged"   # set on the model while a `merged` block runs
+
+def _refuse_inside_merged(model:nn.Module, what:str):
+    if getattr(model, _MERGED, False):
+        raise RuntimeError(f"{what} inside ll.merged(model): the layers hold the merged weights W + ΔW there; "
+                           "call it outside the `with ll.merged(...)` block.")
+
 
 # %% ../nbs/05_deploy.ipynb #cd1331e7
 def merged_state_dict(model:nn.Module) -> dict:
     "The base model's state dict with W + ΔW (and b + Δb) in every adapted layer; no adapter keys; `model` is not changed."
     layers = adapter_layers(model)
+    _refuse_inside_merged(model, "merged_state_dict")
     if no_delta := [l for l in layers.values() if not l.has_delta]:            # Lily: the update depends on the batch
         raise RuntimeError(f"merged export: {no_delta[0].cfg.variant} has no fixed ΔW (its update depends on the input batch), so "
                            "there is no W + ΔW to write; keep the adapter (ll.save / ll.to_peft) and run it with the hooks.")
@@ -35,9 +46,9 @@ def merged_state_dict(model:nn.Module) -> dict:
             if layer is not None: W = W + layer.delta_weight(m).float()
             sd[f"{n}.weight"] = (W.T if _is_conv1d(m) else W).to(dtype).contiguous()   # Conv1D stores Wᵀ
             b = getattr(m, "bias", None)
-            db = None if layer is None or b is None else layer.delta_bias(m)
-            if b is not None and (db is not None or _is_quantized(m)):
-                sd[f"{n}.bias"] = (b.float() + (0 if db is None else db.float())).to(dtype)
+            db = None if layer is None else layer.delta_bias(m)
+            if db is not None or (b is not None and _is_quantized(m)):     # a Δb on a bias-less layer adds its bias key (BEFT)
+                sd[f"{n}.bias"] = ((0 if b is None else b.float()) + (0 if db is None else db.float())).to(dtype)
             if _is_quantized(m):                                    # bnb's quant state: absmax, quant_map, SCB, ...
                 for k in [k for k in sd if k.startswith(f"{n}.") and k not in (f"{n}.weight", f"{n}.bias")]: del sd[k]
     return sd
@@ -57,6 +68,10 @@ def save_merged(model:nn.Module, folder, **kwargs) -> Path:
         raise TypeError(f"save_merged needs a transformers model (with save_pretrained), got {type(model).__name__}; "
                         "for another nn.Module, torch.save(ll.merged_state_dict(model), path).")
     sd = merged_state_dict(model)
+    if new := [k for k in sd if k not in model.state_dict()]:             # a bias on a layer built without one (BEFT on v_proj)
+        raise ValueError(f"save_merged: the adapter adds a bias to {new[0][:-5]} ({len(new)} layer(s)), which {type(model).__name__} "
+                         "builds without one, so from_pretrained would drop it. Nothing was written. Keep the adapter (ll.save), or build the "
+                         "model with those biases (e.g. config.attention_bias=True) and load ll.merged_state_dict(model) into it.")
     quant = [m for m in model.modules() if _is_quantized(m)]
     target = _plain_twin(model, _merge_dtype(model, quant[0])) if quant else model   # a 4/8-bit base saves as a plain one
     target.save_pretrained(folder, state_dict=sd, **kwargs)
@@ -67,11 +82,78 @@ def save_merged(model:nn.Module, folder, **kwargs) -> Path:
 def disabled(model:nn.Module):
     "Run the exact base model inside the `with` block; every layer's previous `enabled` flag is restored on exit."
     layers = list(adapter_layers(model).values())
+    _refuse_inside_merged(model, "ll.disabled")
     before = [l.enabled for l in layers]
     for l in layers: l.enabled = False
     try: yield model
     finally:
         for l, flag in zip(layers, before): l.enabled = flag
+
+# %% ../nbs/05_deploy.ipynb #a5764d2f
+def _merged_guard(watched:list, name:str, module, args):
+    "Pre-hook inside `merged`: refuse a forward that records autograd for tensors the merged weights stand in for."
+    if torch.is_grad_enabled() and any(t.requires_grad for t in watched):
+        raise RuntimeError(f"ll.merged: a forward with autograd on through {name}, whose adapter is trainable: the merged "
+                           "weights are constants, so the adapter would get no gradient. Generate inside the block "
+                           "(generate runs under no_grad), wrap other forwards in torch.no_grad(), and train outside it.")
+
+def _merged_weights(model:nn.Module, layers:dict) -> dict:
+    "{name: (W + ΔW, b + Δb or None)} in the weights' dtypes, for every enabled adapted layer; refuses what can't merge."
+    out = {}
+    with torch.no_grad():
+        for n, l in layers.items():
+            if not l.enabled: continue                               # a disabled layer computes the base: leave it
+            m, what = model.get_submodule(n), f"ll.merged: {n} ({l.cfg.variant})"
+            if _is_quantized(m):
+                raise RuntimeError(f"{what} is a bitsandbytes {'4' if _is_bnb(m, '4bit') else '8'}-bit layer; its packed weight "
+                                   "can't be swapped for W + ΔW. Generate with the hooks (no `merged`), or export a plain model "
+                                   "with ll.save_merged and load that.")
+            w = m.weight
+            if type(w.data).__name__ == "DTensor" or w.device.type == "meta":
+                raise RuntimeError(f"{what}: its weight is {'sharded (FSDP)' if w.device.type != 'meta' else 'offloaded (meta)'}; "
+                                   "merged generation needs whole weights on one device.")
+            if getattr(type(l), "has_delta", True) is False: dW = None
+            else:
+                try: dW = l.delta_weight(m)
+                except NotImplementedError: dW = None
+            if dW is None:
+                raise RuntimeError(f"{what}: this method has no fixed ΔW (its update depends on the input or is not a "
+                                   "weight), so it can't be merged; generate with the hooks.")
+            W = dense_weight(m) + dW.float()                         # (d_out, d_in) fp32, a new tensor
+            b, db = getattr(m, "bias", None), l.delta_bias(m)
+            nb = None if db is None else ((0 if b is None else b.float()) + db.float()).to(w.dtype)
+            out[n] = ((W.T if _is_conv1d(m) else W).to(w.dtype).contiguous(), nb)   # Conv1D stores Wᵀ
+    return out
+
+# %% ../nbs/05_deploy.ipynb #270bdf45
+@contextmanager
+def merged(model:nn.Module):
+    "Generate at the base model's speed: W + ΔW swapped in as new tensors, hooks off; the original tensors back on exit."
+    layers = adapter_layers(model)
+    _refuse_inside_merged(model, "ll.merged")
+    new = _merged_weights(model, layers)                             # every refusal happens here, before any change
+    mods = {n: model.get_submodule(n) for n in new}
+    old = {n: (m._parameters["weight"], m._parameters.get("bias", None), "bias" in m._parameters) for n, m in mods.items()}
+    handles = []
+    try:
+        for n, m in mods.items():
+            W, b = new[n]
+            watched = [*layers[n].parameters(), old[n][0], *([old[n][1]] if b is not None and old[n][1] is not None else [])]
+            m._parameters["weight"] = nn.Parameter(W, requires_grad=False)
+            if b is not None: m._parameters["bias"] = nn.Parameter(b, requires_grad=False)
+            layers[n].enabled = False
+            handles.append(m.register_forward_pre_hook(partial(_merged_guard, watched, n)))
+        setattr(model, _MERGED, True)
+        yield model
+    finally:
+        for h in handles: h.remove()
+        for n, m in mods.items():
+            w, b, had_bias = old[n]
+            m._parameters["weight"] = w                              # the very objects that were there
+            if had_bias: m._parameters["bias"] = b
+            else: m._parameters.pop("bias", None)
+            layers[n].enabled = True                                 # only layers enabled on entry were merged
+        model.__dict__.pop(_MERGED, None)
 
 # %% ../nbs/05_deploy.ipynb #b923cc8a
 @dataclasses.dataclass

@@ -206,6 +206,8 @@ def test_quantized_smoke_4bit(tmp_path):
     pytest.importorskip("bitsandbytes")
     res = _quick(tmp_path, "--quant", "4bit", "--steps", "6", "--warmup", "0")[0]
     assert res["run_id"].endswith("_4bit") and res["trainable_params"] == 7168 and res["losses"][-1] < res["losses"][0]
+    assert res["eval_merged"] is False and "4-bit" in res["eval_merged_why"]               # a 4-bit base generates hooked
+    assert res["gen_speed"]["merged_tokens_per_s"] is None and res["gen_speed"]["hooked_tokens_per_s"] > 0
 
 
 # ---------- the command line, end to end
@@ -233,6 +235,9 @@ def test_cli_smoke_run(smoke_run):
     assert "GSM8K" in p.stdout and not list(out.rglob(".*tmp*"))            # no temp files left behind
     assert res["reload_max_diff"] == 0.0 and res["adapter_effect"] > 0 and res["eval_tokens_per_s"] > 0 and res["eval_gen_tokens"] > 0
     assert "world size 1 (one process)" in p.stdout
+    assert res["eval_merged"] is True and res["eval_merged_why"] is None                # evaluation ran on ll.merged weights
+    sp = res["gen_speed"]
+    assert sp["hooked_tokens_per_s"] > 0 and sp["merged_tokens_per_s"] > 0 and sp["merged_why"] is None
     assert "~0% is expected here" in p.stdout and f"OK: the training loss fell from {res['loss_first']:.2f} to {res['loss_last']:.2f}" in p.stdout
     assert "reloads exactly" in p.stdout and f"Next: `lora-lite-bench --report {out}`" in p.stdout and "--preset paper" in p.stdout
     umask = os.umask(0); os.umask(umask)

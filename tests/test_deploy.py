@@ -12,6 +12,7 @@ from transformers.utils import logging as hf_logging
 hf_logging.disable_progress_bar()
 IDS = torch.randint(0, 128, (2, 10), generator=torch.Generator().manual_seed(1))
 # tried in order: small configs on every "proj" layer first (q/k/v/o have biases here), then the variant's defaults
+FIRST = {"beft": [dict(target_names=("q_proj", "k_proj", "v_proj", "o_proj"))]}   # a bias on a bias-less layer can't merge (test_m_beft)
 ATTEMPTS = [dict(r=4, target_names=("proj",)), dict(r=16, target_names=("proj",)), dict(target_names=("proj",)), dict(r=4), dict(r=16), {}]
 
 
@@ -33,7 +34,7 @@ def adapted(name, hidden=128, std=0.05, **model_kw):
     "A tiny Qwen3 (biased attention projections) with variant `name` attached (first config it takes) and perturbed."
     m = biased_qwen3(hidden, **model_kw)
     V, errors = ll.VARIANTS[name], []
-    for fields in ATTEMPTS:
+    for fields in FIRST.get(name, []) + ATTEMPTS:
         known = V.config_cls.__dataclass_fields__
         try:
             cfg = ll.get_config(name, **{k: v for k, v in fields.items() if k in known})

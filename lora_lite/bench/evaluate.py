@@ -5,12 +5,15 @@
 # %% ../../nbs/92_bench_evaluate.ipynb #72f0a343
 from __future__ import annotations
 import re, time
+from contextlib import ExitStack
+from typing import Optional
 import torch
+import lora_lite as ll
 from .data import PROMPT, encode, extract_answer, is_correct, left_pad, qa_pair
 from .train import _bar, rank_world
 
 # %% auto #0
-__all__ = ['ANSWER_LINE', 'StopAtAnswer', 'evaluate']
+__all__ = ['ANSWER_LINE', 'StopAtAnswer', 'enter_merged', 'evaluate', 'generation_speed']
 
 # %% ../../nbs/92_bench_evaluate.ipynb #cef39114
 ANSWER_LINE = re.compile(r"####[^\n]*\d[^\n]*\n")     # `#### 1,234` then a newline: the answer is complete
@@ -25,10 +28,18 @@ class StopAtAnswer:
             if ANSWER_LINE.search(self.text[i]): self.done[i] = True
         return self.done.to(input_ids.device)
 
+# %% ../../nbs/92_bench_evaluate.ipynb #b03cb3c1
+def enter_merged(stack:ExitStack, model) -> Optional[str]:
+    "Enter `ll.merged(model)` on `stack` when the adapter can be merged; else return why it runs with the hooks."
+    if not ll.is_attached(model): return "no adapter"
+    try: stack.enter_context(ll.merged(model))                       # refusals happen on entry, before any change
+    except RuntimeError as e: return str(e)
+    return None
+
 # %% ../../nbs/92_bench_evaluate.ipynb #b807d52f
 @torch.no_grad()
 def evaluate(model, tok, rows:list, batch_size:int=64, max_new_tokens:int=300, device="cpu", progress:bool=True,
-             n_samples:int=3, sort:bool=True, stop:bool=True, synced:bool=False) -> dict:
+             n_samples:int=3, sort:bool=True, stop:bool=True, synced:bool=False, merge:bool=True) -> dict:
     "Greedy answers to `rows` (question/answer): accuracy, counts, seconds, generated tokens/s and a few samples."
     rank, world = rank_world()
     model.eval()
@@ -38,19 +49,21 @@ def evaluate(model, tok, rows:list, batch_size:int=64, max_new_tokens:int=300, d
     mine, out, n_tok = order[rank::world], [], 0
     bar, t0 = _bar(len(mine), "eval", progress and rank == 0), time.perf_counter()
     n_batches = -(-len(order[::world]) // batch_size) if synced else -(-len(mine) // batch_size)   # synced: rank 0's count
-    for b in range(0, n_batches * batch_size, batch_size):
-        idx = mine[b:b + batch_size]
-        ids, mask = left_pad([prompts[j] for j in idx or order[:1]], tok.pad_token_id)   # synced, none left: a dummy row
-        y = gen.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens, do_sample=False,
-                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, synced_gpus=synced,
-                         stopping_criteria=[StopAtAnswer(tok)] if stop else None)
-        if not idx: continue
-        new = y[:, ids.shape[1]:].cpu()
-        n_tok += int((new != tok.pad_token_id).sum())
-        for j, seq in zip(idx, new):
-            text, (q, a) = tok.decode(seq, skip_special_tokens=True), qa_pair(rows[j])
-            out.append({"i": j, "question": q, "generation": text, "pred": extract_answer(text), "gold": extract_answer(a), "correct": is_correct(text, a)})
-        if bar is not None: bar.update(len(idx)); bar.set_postfix(acc=f"{sum(o['correct'] for o in out) / len(out):.3f}", refresh=False)
+    with ExitStack() as stack:
+        why = enter_merged(stack, gen) if merge else "merge=False"   # W + ΔW swapped in, or the reason not
+        for b in range(0, n_batches * batch_size, batch_size):
+            idx = mine[b:b + batch_size]
+            ids, mask = left_pad([prompts[j] for j in idx or order[:1]], tok.pad_token_id)   # synced, none left: a dummy row
+            y = gen.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, synced_gpus=synced,
+                             stopping_criteria=[StopAtAnswer(tok)] if stop else None)
+            if not idx: continue
+            new = y[:, ids.shape[1]:].cpu()
+            n_tok += int((new != tok.pad_token_id).sum())
+            for j, seq in zip(idx, new):
+                text, (q, a) = tok.decode(seq, skip_special_tokens=True), qa_pair(rows[j])
+                out.append({"i": j, "question": q, "generation": text, "pred": extract_answer(text), "gold": extract_answer(a), "correct": is_correct(text, a)})
+            if bar is not None: bar.update(len(idx)); bar.set_postfix(acc=f"{sum(o['correct'] for o in out) / len(out):.3f}", refresh=False)
     if bar is not None: bar.close()
     secs = time.perf_counter() - t0
     if world > 1:
@@ -60,4 +73,29 @@ def evaluate(model, tok, rows:list, batch_size:int=64, max_new_tokens:int=300, d
     out.sort(key=lambda o: o["i"])
     n = len(out); correct = sum(o["correct"] for o in out)
     return {"accuracy": correct / max(n, 1), "n_eval": n, "n_correct": correct, "eval_s": secs, "gen_tokens": n_tok,
-            "gen_tokens_per_s": n_tok / max(secs, 1e-9), "predictions": [o["pred"] for o in out], "samples": out[:n_samples]}
+            "gen_tokens_per_s": n_tok / max(secs, 1e-9), "merged": why is None, "merged_why": why, "predictions": [o["pred"] for o in out], "samples": out[:n_samples]}
+
+# %% ../../nbs/92_bench_evaluate.ipynb #09e99654
+@torch.no_grad()
+def generation_speed(model, tok, rows:list, batch_size:int=8, new_tokens:int=32, device="cpu", rounds:int=2) -> dict:
+    "Generated tokens/s with the hooks and with `ll.merged`, same prompts and token count; merged is None where it can't merge."
+    model.eval()
+    ids, mask = left_pad([encode(tok, PROMPT.format(question=qa_pair(r)[0])) for r in rows[:batch_size]], tok.pad_token_id)
+    ids, mask = ids.to(device), mask.to(device)
+    def gen(n):
+        "Seconds for n new tokens per row."
+        if torch.device(device).type == "cuda": torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)
+        if torch.device(device).type == "cuda": torch.cuda.synchronize(device)
+        return time.perf_counter() - t0
+    def merged_gen(n):
+        with ExitStack() as stack: return None if enter_merged(stack, model) else gen(n)
+    with ExitStack() as stack: why = enter_merged(stack, model)      # can it merge at all?
+    gen(2); merged_gen(2)                                            # warm-up
+    t = {"hooked": [], "merged": []}
+    for _ in range(rounds): t["hooked"].append(gen(new_tokens)); t["merged"].append(merged_gen(new_tokens))
+    n = ids.shape[0] * new_tokens
+    h, m = n / min(t["hooked"]), (None if why else n / min(t["merged"]))
+    return {"hooked_tokens_per_s": h, "merged_tokens_per_s": m, "merged_over_hooked": m / h if m else None,
+            "batch": ids.shape[0], "new_tokens": new_tokens, "rounds": rounds, "merged_why": why}

@@ -13,7 +13,7 @@ import lora_lite as ll
 from ..helpers import atomic_write
 from .data import collate, encode_rows, fingerprint, load_rows, shuffled, take
 from .train import load_model, rank_max_diff, rank_world, shard, train
-from .evaluate import evaluate
+from .evaluate import evaluate, generation_speed
 
 # %% auto #0
 __all__ = ['PRESETS', 'LIMITS', 'POSITIVE', 'Settings', 'variant_defaults', 'flag', 'problems', 'adapter_fields', 'run_id',
@@ -168,13 +168,16 @@ def run(s:Settings, device="cpu") -> dict:
         else: net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.device(device).index] if "cuda" in str(device) else None)
         tr = train(net, examples, s.steps, s.batch_size, s.lr, tok.pad_token_id, s.weight_decay, s.warmup, s.clip, device, s.progress)
         if world > 1 and not fsdp: tr["ddp_rank_max_diff"] = rank_max_diff(model)
-    ev = evaluate(model, tok, eval_rows, s.eval_batch_size, s.max_new_tokens, device, s.progress, synced=fsdp)
+    ev = evaluate(model, tok, eval_rows, s.eval_batch_size, s.max_new_tokens, device, s.progress, synced=fsdp)   # merged where it can
+    speed = (generation_speed(model, tok, eval_rows, min(s.eval_batch_size, 8), min(s.max_new_tokens, 32), device)
+             if names and eval_rows and rank == 0 and not fsdp else None)                # tokens/s hooked vs merged
     mem, mem_kind = peak_memory(device)
     res = {"run_id": run_id(s), "preset": s.preset, "variant": s.variant, "model": s.model, "accuracy": ev["accuracy"],
            "n_eval": ev["n_eval"], "n_correct": ev["n_correct"], "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad) if names else 0,
            "n_targets": len(names), "steps": s.steps if names else 0, "peak_mem_bytes": mem, "peak_mem_gb": mem / 1024**3, "peak_mem_kind": mem_kind,
            "train_s": tr["train_s"], "eval_s": ev["eval_s"], "wall_s": time.perf_counter() - t_start, "train_tokens": tr["train_tokens"],
            "tokens_per_s": tr["tokens_per_s"], "eval_gen_tokens": ev["gen_tokens"], "eval_tokens_per_s": ev["gen_tokens_per_s"],
+           "eval_merged": ev["merged"], "eval_merged_why": ev["merged_why"], "gen_speed": speed,
            "loss_first": tr["losses"][0] if tr["losses"] else None, "loss_last": tr["losses"][-1] if tr["losses"] else None,
            "losses": tr["losses"], "ddp_rank_max_diff": tr.get("ddp_rank_max_diff"), "dropped_overlong": dropped, "n_train_examples": len(examples),
            "world_size": world, "fsdp": fsdp, "config": dataclasses.asdict(s), "adapter_config": cfg.to_dict() if cfg else None,

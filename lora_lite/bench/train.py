@@ -162,9 +162,11 @@ def train(model, examples:list, steps:int, batch_size:int, lr:float, pad_id:int,
         n_tgt = sum(map(_n_targets, exs))
         batch = {k: v.to(device) for k, v in collate(exs[rank::world], pad_id).items()}
         s = loss_sum(model, batch)
-        (s * world / n_tgt).backward()
+        (s * world / n_tgt + ll.aux_loss(model)).backward()                   # + the adapter's own loss term (AdaLoRA's)
         torch.nn.utils.clip_grad_norm_(params, clip)
-        opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
+        opt.step(); sched.step()
+        ll.step(model, step + 1, total_steps=steps)                              # between steps: AdaLoRA prunes ranks
+        opt.zero_grad(set_to_none=True)
         s = s.detach()
         if world > 1: torch.distributed.all_reduce(s)
         losses.append(s.item() / n_tgt)
