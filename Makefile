@@ -6,10 +6,15 @@ export TRANSFORMERS_OFFLINE := 1
 export OMP_NUM_THREADS ?= 1
 PY ?= python
 
-.PHONY: test check sync export nbtest pytest docs fuzz speed docs-check smoke wheel bnb-smoke qwen-probe
+.PHONY: test lint check sync export nbtest pytest docs fuzz speed docs-check smoke wheel bnb-smoke qwen-probe
 
-## test: the full offline test suite (CI runs this): sync check, notebooks, pytest
-test: sync docs nbtest pytest
+## test: the full offline test suite (CI runs this): lint, sync check, notebooks, pytest
+test: lint sync docs nbtest pytest
+
+## lint: ruff's correctness rules (unused, redefined and undefined names; settings in pyproject.toml) on the package,
+## tests, tools, benchmarks and the notebooks (ruff reads .ipynb itself)
+lint:
+	$(PY) -m ruff check .
 
 ## check: everything a release needs: the tests, the benchmark smoke run, sdist+wheel, twine check, and the README
 ## quickstart run from the wheel in a fresh venv (torch + safetensors only)

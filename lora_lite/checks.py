@@ -4,14 +4,14 @@
 
 # %% ../nbs/03_checks.ipynb #c2f1e4e3
 from __future__ import annotations
-import copy, re, tempfile
+import re, tempfile
 from pathlib import Path
 from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .helpers import tiny_qwen3
-from .core import AdapterConfig, dense_weight, variant_class, share_tensors, SHARED
+from .helpers import tiny_qwen3  # noqa: F401 (re-exported: tests and notebooks import it from here)
+from .core import AdapterConfig, variant_class, share_tensors, SHARED
 from .attach import attach, detach, adapter_layers, is_attached
 from .adapter_file import save, load
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/30_peft.ipynb #1d75da4a
 from __future__ import annotations
-import json, re
+import json
 from types import SimpleNamespace
 from pathlib import Path
 import torch
@@ -32,7 +32,8 @@ def peft_mapping() -> list:
 # %% ../nbs/30_peft.ipynb #99ad9170
 def to_peft(model:nn.Module, out_dir, overwrite:bool=False) -> Path:
     "Write the attached adapter as a PEFT adapter folder that PEFT loads onto the original base model."
-    st, out = _state(model, "to_peft"), Path(out_dir)
+    _state(model, "to_peft")                                    # raises if no adapter is attached
+    out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise FileExistsError(f"{out} exists and is not an empty folder; pass overwrite=True to replace its adapter files.")
     cfg, L = adapter_config(model), adapter_layers(model)

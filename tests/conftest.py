@@ -2,12 +2,10 @@
 import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-import copy
 import pytest, torch
-import lora_lite as ll
 
 torch.set_num_threads(1)   # tiny models: one thread is fastest, and two threads on a loaded 2-core box are far slower
-from lora_lite.checks import tiny_qwen3, toy_model, snapshot, assert_unchanged   # the strict comparison (tensors+dtypes, flags, hooks, tree, modes)
+from lora_lite.checks import tiny_qwen3, toy_model, snapshot, assert_unchanged  # noqa: F401 (re-exported to the tests)
 
 
 def token_batches(vocab=128, n=3, bs=2, T=12, seed=0):
@@ -76,3 +74,9 @@ def same_batches(n=6, bs=4, T=16, vocab=128, seed=0):
     "Fixed token batches for side-by-side training runs."
     g = torch.Generator().manual_seed(seed)
     return [torch.randint(0, vocab, (bs, T), generator=g) for _ in range(n)]
+def trained_pair_diff(ours, pm, ids, steps=4):
+    "Train our model and PEFT's model `pm` (same init) the same AdamW steps; max |logits diff| after (PEFT must have moved)."
+    train_steps(ours, ids, steps); train_steps(pm, ids, steps)
+    theirs = logits(pm, ids)
+    with pm.disable_adapter(): assert (theirs - logits(pm, ids)).abs().max() > 1e-3, "PEFT's training didn't move the logits"
+    return (logits(ours, ids) - theirs).abs().max().item()

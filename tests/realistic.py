@@ -1,6 +1,6 @@
 """Helpers for the methods that read the base weight (MiSS-Bat, PEANuT, GLoRA): a tiny model with a trained-like weight
 spectrum, PEFT-vs-lora_lite loss curves from one init, and the 4/8-bit checks for a given config."""
-import copy, tempfile, warnings
+import tempfile, warnings
 import torch
 from torch import nn
 import lora_lite as ll

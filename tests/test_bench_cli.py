@@ -1,7 +1,6 @@
 """lora-lite-bench's edges: validation before training (exit 2, no traceback), --help, --plugin, a missing extra,
 no bitsandbytes unless asked for, the world-size warning, the report's plot, and evaluation that stops at the answer."""
 import json, os, subprocess, sys, textwrap
-from pathlib import Path
 import pytest, torch
 import lora_lite as ll
 from lora_lite.bench import cli, data, evaluate, report, train

@@ -1,7 +1,6 @@
 "Invariants of DESIGN §2 and the bad-input contract, on a tiny Qwen3 and on a user-defined module."
-import copy, json, os, struct
+import copy, json
 import pytest, torch
-from torch import nn
 import lora_lite as ll
 from lora_lite.checks import tiny_qwen3, toy_model, check_variant
 from conftest import snapshot, assert_unchanged, perturb_adapter, token_batches

@@ -12,19 +12,10 @@ from conftest import perturb_adapter, token_batches
 NAMES = sorted(ll.VARIANTS)   # every registered variant, new ones included
 
 
-def small_cfg(name, **kw):
-    "A small config of variant `name` (tiny_qwen3's v_proj is 64->32): r=8, or the variant's defaults if r=8 is refused."
-    extra = {"b": 4} if name == "antipasto_arrow" else {}
-    try: return ll.get_config(name, **{"r": 8, **extra, **kw})
-    except (ValueError, TypeError): return ll.get_config(name, **kw)
-
-
 def attached(name, **kw):
+    "A tiny Qwen3 with variant `name` attached with its declared small config (`example`), moved off its init."
     model, V = tiny_qwen3(), ll.variant_class(name)
-    data = token_batches() if V.needs_calibration else None
-    try: ll.attach(model, small_cfg(name, **kw), calibration_data=data)
-    except ValueError:                       # a width constraint (e.g. C3A's block size) the 64->32 v_proj can't meet
-        ll.attach(model, small_cfg(name, target_names=("q_proj",), **kw), calibration_data=data)
+    ll.attach(model, ll.get_config(name, **{**V.example, **kw}), calibration_data=token_batches() if V.needs_calibration else None)
     perturb_adapter(model, std=0.2)          # off init, so a stale cache would show
     return model
 

@@ -11,9 +11,9 @@ from transformers.utils import logging as hf_logging
 
 hf_logging.disable_progress_bar()
 IDS = torch.randint(0, 128, (2, 10), generator=torch.Generator().manual_seed(1))
-# tried in order: small configs on every "proj" layer first (q/k/v/o have biases here), then the variant's defaults
-FIRST = {"beft": [dict(target_names=("q_proj", "k_proj", "v_proj", "o_proj"))]}   # a bias on a bias-less layer can't merge (test_m_beft)
-ATTEMPTS = [dict(r=4, target_names=("proj",)), dict(r=16, target_names=("proj",)), dict(target_names=("proj",)), dict(r=4), dict(r=16), {}]
+
+
+TARGETS = {"beft": ("q_proj", "k_proj", "v_proj", "o_proj")}   # a bias on a bias-less layer can't merge (test_m_beft)
 
 
 def logits(m, ids=IDS):
@@ -31,18 +31,11 @@ def biased_qwen3(hidden=128, **kw):
 
 
 def adapted(name, hidden=128, std=0.05, **model_kw):
-    "A tiny Qwen3 (biased attention projections) with variant `name` attached (first config it takes) and perturbed."
-    m = biased_qwen3(hidden, **model_kw)
-    V, errors = ll.VARIANTS[name], []
-    for fields in FIRST.get(name, []) + ATTEMPTS:
-        known = V.config_cls.__dataclass_fields__
-        try:
-            cfg = ll.get_config(name, **{k: v for k, v in fields.items() if k in known})
-            torch.manual_seed(0)
-            ll.attach(m, cfg, calibration_data=token_batches() if V.needs_calibration else None)
-            break
-        except ValueError as e: errors.append(str(e))
-    else: raise AssertionError(f"{name}: no test config attaches: {errors}")
+    "A tiny Qwen3 (biased attention projections) with variant `name`'s small config (`example`) on every proj layer, perturbed."
+    m, V = biased_qwen3(hidden, **model_kw), ll.VARIANTS[name]
+    cfg = ll.get_config(name, **{**V.example, "target_names": TARGETS.get(name, ("proj",))})
+    torch.manual_seed(0)
+    ll.attach(m, cfg, calibration_data=token_batches() if V.needs_calibration else None)
     perturb_adapter(m, std=std)
     return m, cfg
 
@@ -63,7 +56,7 @@ def test_merged_export_every_variant(name, tmp_path):
             with pytest.raises(RuntimeError, match="no fixed ΔW"): export(m)
         assert_unchanged(m, snap, f"{name}: refused merge"); assert not (tmp_path / "merged").exists()
         return
-    base_keys = {k for k in m.state_dict() if "ll_adapter" not in k}
+    base_keys = {k for k in m.state_dict() if "ll_adapter" not in k and not k.startswith("ll_shared.")}   # shared tensors too
     y = logits(m)
     with disabled(m): y0 = logits(m)
     assert (y - y0).abs().max() > 1e-3, f"{name}: the perturbed adapter doesn't change the logits; the test would be vacuous"
@@ -74,7 +67,7 @@ def test_merged_export_every_variant(name, tmp_path):
     save_merged(m, tmp_path)
     assert_unchanged(m, snap, f"{name}: save_merged")
     plain = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-    assert not ll.is_attached(plain) and not any("ll_adapter" in k for k in plain.state_dict())
+    assert not ll.is_attached(plain) and not any("ll_adapter" in k or "ll_shared" in k for k in plain.state_dict())
     d = (logits(plain) - y).abs().max().item()
     print(f"{name} {cfg.r=} targets={cfg.target_names}: merged vs adapted max|diff| {d:.2e}")
     assert d <= 1e-5, f"{name}: merged checkpoint logits differ from the adapted model's by {d:.2e}"
@@ -241,7 +234,7 @@ def test_summary_counts_4bit_like_peft(tmp_path):
 def test_summary_shows_no_rank_for_rank_free_variants(variant):
     "IA3 / RoAd / BOFT have no rank: the table shows — instead of the config's unused r."
     m = tiny_qwen3(hidden=128)
-    ll.attach(m, ll.get_config(variant, **({"group_size": 32} if variant == "road" else {})))
+    ll.attach(m, ll.get_config(variant, **ll.VARIANTS[variant].example))
     s = summary(m)
     assert all(r["r"] is None for r in s.rows) and all(row[2] == "—" for row in s.table()[1:])
 

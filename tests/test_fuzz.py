@@ -23,11 +23,11 @@ SKIP = set(filter(None, os.environ.get("LL_FUZZ_SKIP", "").split(",")))   # whil
 
 
 def _config(name, r, alpha, dtype, targets):
-    fields = dict(dtype=dtype, target_names=targets)
-    cls = ll.VARIANTS[name].config_cls
-    known = {f for f in cls.__dataclass_fields__}
-    if "r" in known and name not in ("ia3", "ia3_ff"): fields["r"] = r
-    if "alpha" in known: fields["alpha"] = alpha
+    "The variant's small config (`example`) with the fuzzed dtype and targets; r fuzzed where the example sets a rank."
+    V = ll.VARIANTS[name]
+    fields = dict(V.example, dtype=dtype, target_names=targets)
+    if "r" in V.example: fields["r"] = r
+    if "alpha" in V.config_cls.__dataclass_fields__: fields["alpha"] = alpha
     return ll.get_config(name, **fields)
 
 

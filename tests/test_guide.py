@@ -3,7 +3,6 @@ is written to a file outside the package, imported, attached, trained, saved, lo
 and run by the benchmark with --plugin. In subprocesses, so the test process's registry stays as it was."""
 import json, os, subprocess, sys, textwrap
 from pathlib import Path
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 

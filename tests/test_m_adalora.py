@@ -171,7 +171,7 @@ def test_trainable_count_equals_peft():
 @pytest.mark.parametrize("quant", ["4bit", "8bit"])
 def test_quantized_base_trains_and_prunes(tmp_path, quant):
     "4-bit / 8-bit base: identity at init, finite grads, pruning to the target, exact detach."
-    bnb = pytest.importorskip("bitsandbytes")
+    pytest.importorskip("bitsandbytes")
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
     tiny_qwen3(hidden=128).save_pretrained(tmp_path)
     qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32) if quant == "4bit" else BitsAndBytesConfig(load_in_8bit=True)

@@ -17,7 +17,7 @@ def peft_mica(model, r=4, alpha=8, **kw):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_init_equals_peft(dtype):
     "The same SVD: our frozen B is PEFT's lora_B bit for bit (bf16 base: both rounded to bf16), A = 0 in both."
-    m = tiny_qwen3().to(dtype); names = ll.attach(m, ll.MiCAConfig(r=4, alpha=8))
+    m = tiny_qwen3().to(dtype); ll.attach(m, ll.MiCAConfig(r=4, alpha=8))
     pm = peft_mica(tiny_qwen3().to(dtype))
     for n, l in ll.adapter_layers(m).items():
         t = pm.base_model.model.get_submodule(n)

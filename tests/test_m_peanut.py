@@ -5,7 +5,7 @@ import copy, json
 import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
-from conftest import snapshot, assert_unchanged, train_steps, logits
+from conftest import train_steps, logits
 from realistic import peft_vs_ours_curves, quant_check
 
 peft = pytest.importorskip("peft")

@@ -12,18 +12,15 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 HIDDEN = 128   # every 4-bit width a multiple of 64: q/o 128->128, k/v 128->64, gate/up 128->256, down 256->128
 TARGETS = (r"proj",)   # all seven projections of each block, 14 layers, incl. biased q/k/v/o
-SMALL = dict(lora=dict(r=8), pissa=dict(r=8), dora=dict(r=8), delora=dict(r=8), ia3=dict(feedforward_modules=("gate_proj", "up_proj", "down_proj")), ia3_ff={}, eva=dict(r=8),
-             hra=dict(r=8), antipasto=dict(r=16), antipasto_corda=dict(r=16), antipasto_rot=dict(r=16),
-             antipasto_ablate=dict(r=16), antipasto_arrow=dict(r=16), c3a=dict(block_size=16),
-             glora=dict(r=8, config_D_E="none"), osf=dict(r=8))   # GLoRA's D scales the bias, which is 0 here: no gradient to check
-VARIANTS = sorted(ll.VARIANTS)   # every registered variant: the ones not in SMALL run with their default config
+VARIANTS = sorted(ll.VARIANTS)   # every registered variant, with the small config it declares (`example`)
+QUANT = dict(glora=dict(config_D_E="none"))   # GLoRA's D scales the bias, which is 0 here: no gradient to check
 QUANTS = {"nf4": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32),
           "fp4": dict(load_in_4bit=True, bnb_4bit_quant_type="fp4", bnb_4bit_compute_dtype=torch.float32),
           "nf4_dq": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                          bnb_4bit_compute_dtype=torch.float32),
           "int8": dict(load_in_8bit=True)}
 FOUR_BIT = [q for q in QUANTS if q != "int8"]
-READS_W_AT_INIT = {"pissa", "dora", "delora", "hira", "deft", "psoft", "mica", "kasa", "peanut", "glora", "adamss", "osf"} | {v for v in SMALL if v.startswith("antipasto")}
+READS_W_AT_INIT = {"pissa", "dora", "delora", "hira", "deft", "psoft", "mica", "kasa", "peanut", "glora", "adamss", "osf"} | {v for v in VARIANTS if v.startswith("antipasto")}
 IDENTITY_ATOL = dict(dora=2e-6, hra=2e-6)   # adapter math rounds at init (measured <= 5.1e-7); the others are exact
 BF16_IDENTITY_ATOL = dict(deft=1e-2)        # DeFT's removal term reads the bf16-rounded y (as PEFT's does): flips last bits (2.5e-3)
 
@@ -55,7 +52,7 @@ def load_q(d, quant):
         return AutoModelForCausalLM.from_pretrained(d, quantization_config=BitsAndBytesConfig(**QUANTS[quant]), device_map="cpu")
 
 
-def config(name, **kw): return ll.get_config(name, **{"target_names": TARGETS, **SMALL.get(name, {}), **kw})
+def config(name, **kw): return ll.get_config(name, **{"target_names": TARGETS, **ll.VARIANTS[name].example, **QUANT.get(name, {}), **kw})
 
 
 def attach(m, name, **kw):
@@ -77,6 +74,9 @@ def quant_tensors(m) -> dict:
             for owner, tag in ((x.weight, "w"), (getattr(x, "state", None), "state")):
                 if torch.is_tensor(getattr(owner, k, None)): out[f"{n}.{tag}.{k}"] = getattr(owner, k)
     return out
+
+
+def ours(n): return ".ll_adapter." in n or n.startswith("ll_shared.")   # a layer's adapter tensor, or a shared one
 
 
 def base_state(m) -> dict:
@@ -105,9 +105,6 @@ def keep_ablation_on(m):
             if n.endswith("ll_adapter.alpha"): p.abs_()
 
 
-def ours(n): return ".ll_adapter." in n or n.startswith("ll_shared.")   # a layer's adapter tensor, or one shared by layers (Lily)
-
-
 def adapter_params(m): return {n: p for n, p in m.named_parameters() if ours(n)}
 
 
@@ -128,7 +125,7 @@ def test_invariants(qdir, ids, name, quant, tmp_path):
     attach(m, name, **kw)
     d = (logits(m, ids) - y0).abs().max().item()
     if ll.VARIANTS[name].identity_at_init(config(name, **kw)):
-        assert d <= IDENTITY_ATOL.get(name, 0.0 if name in SMALL else 1e-5), f"identity at init: {name}/{quant} max|diff|={d:.2e}"
+        assert d <= IDENTITY_ATOL.get(name, 0.0), f"identity at init: {name}/{quant} max|diff|={d:.2e}"
     if name == "antipasto_ablate":
         ll.detach(m); attach(m, name)
     assert_base_equal(m, snap)
@@ -237,9 +234,9 @@ def test_eval_before_attach_4bit(qdir, ids, name, quant):
         assert sum(len(x._forward_hooks) + len(x._forward_pre_hooks) for x in m.modules()) == hooks
         return
     attach(m, name)
-    if ll.VARIANTS[name].identity_at_init(ll.adapter_config(m)):   # C3A, FourierFT start off the base by design
-        d = (logits(m, ids) - y0).abs().max().item()            # inference on the packed weights still works (identity);
-        assert d <= (2e-3 if name in IDENTITY_ATOL else 0.0), d  # HRA's x·H·H rounding goes through the packed bf16 kernel
+    if ll.VARIANTS[name].identity_at_init(config(name)):    # C3A's and FourierFT's defaults (PEFT's) start off the base
+        d = (logits(m, ids) - y0).abs().max().item()        # inference on the packed weights still works (identity);
+        assert d <= (2e-3 if name in IDENTITY_ATOL else 0.0), d   # HRA's x·H·H rounding goes through the packed bf16 kernel
     m.train()
     with pytest.raises(RuntimeError, match="repacked for CPU inference"):
         m(ids, labels=ids)
@@ -298,8 +295,9 @@ def test_no_dense_copy_kept(qdir, ids, name, quant):
     model0, live0 = model_tensor_bytes(m), live_tensor_bytes()
     ll.attach(m, cfg, calibration_data=calib)
     model1, live1 = model_tensor_bytes(m), live_tensor_bytes()
-    sh = getattr(m, "ll_shared", torch.nn.Module())                  # tensors shared by layers: once
-    adapter = sum(_storages([t for l in [*ll.adapter_layers(m).values(), sh] for t in (*l.parameters(), *l.buffers())]).values())   # saved or recomputed
+    ts = [t for l in ll.adapter_layers(m).values() for t in (*l.parameters(), *l.buffers())]   # saved or recomputed
+    ts += [*m.ll_shared.parameters(), *m.ll_shared.buffers()] if hasattr(m, "ll_shared") else []   # shared tensors once
+    adapter = sum(_storages(ts).values())
     smallest_dense = min(x.in_features * x.out_features * 4 for x in bnb_layers(m).values())
     assert model1 - model0 == adapter, (name, quant, model1 - model0, adapter)
     extra = live1 - live0 - adapter                        # measured: exactly 0 for every variant and precision
@@ -333,7 +331,7 @@ def test_bf16_compute(qdir, ids, name):
     attach(m, name, **kw)
     # exact where the adapter adds an exact 0; DoRA/HRA's fp32 rounding can flip a bf16 rounding in the next kernel
     if ll.VARIANTS[name].identity_at_init(config(name, **kw)):
-        assert (logits(m, ids) - y0).abs().max() <= BF16_IDENTITY_ATOL.get(name, 0.0 if name in SMALL and name not in IDENTITY_ATOL else 1e-4)
+        assert (logits(m, ids) - y0).abs().max() <= BF16_IDENTITY_ATOL.get(name, 1e-4 if name in IDENTITY_ATOL else 0.0)
     perturb_adapter(m, std=0.05); keep_ablation_on(m)
     m.eval(); logits(m, ids); m.train()
     m(ids, labels=ids).loss.backward()

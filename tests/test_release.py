@@ -38,6 +38,13 @@ def test_wheel_tools_are_in_the_dev_extra():
     assert not missing, f"make wheel runs `python -m {missing}` but the dev extra lacks it (settings.ini dev_requirements)"
 
 
+def test_make_test_lints_and_pins_the_peft_oracle():
+    "make test starts with `make lint` (ruff, from the dev extra); the dev extra pins the PEFT the parity tests are claimed against."
+    assert "lint" in recipe("test")[0] and "ruff check" in recipe("lint")[1] and "ruff" in extra("dev")
+    cfg = configparser.ConfigParser(delimiters=["="]); cfg.read(ROOT / "settings.ini")
+    assert "peft==0.21.2" in shlex.split(cfg["DEFAULT"]["dev_requirements"])
+
+
 def test_make_check_needs_only_the_dev_extra():
     deps, _ = recipe("check")
     assert {"test", "smoke", "wheel"} <= set(deps)

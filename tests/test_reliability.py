@@ -1,12 +1,12 @@
 """Nothing corrupts a model: misuse, dtype moves, low precision, damaged files. Each case asserts the error (type and a
 key phrase) and that the model is exactly as it was (tensors with dtypes, requires_grad, hooks, module tree, modes)."""
-import copy, dataclasses, json, math
+import copy, dataclasses, json
 import pytest, torch
 from torch import nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 import lora_lite as ll
-from conftest import tiny_qwen3, toy_model, snapshot, assert_unchanged, perturb_adapter
+from conftest import tiny_qwen3, snapshot, assert_unchanged, perturb_adapter
 
 
 def logits(m, ids):
@@ -146,7 +146,7 @@ DAMAGE = {"no variant": (dict(variant=None), "no 'variant' entry"), "no targets"
 @pytest.mark.parametrize("case", sorted(DAMAGE))
 def test_damaged_metadata_is_one_clear_error(case, tmp_path):
     m = tiny_qwen3()
-    ll.attach(m, ll.LoRAConfig(r=4)); f = ll.save(m, tmp_path / "a.safetensors"); names = ll.detach(m) and None
+    ll.attach(m, ll.LoRAConfig(r=4)); f = ll.save(m, tmp_path / "a.safetensors"); ll.detach(m)
     change, phrase = DAMAGE[case]
     if case == "zero rank":
         change, phrase = dict(ranks=json.dumps({"model.layers.0.self_attn.q_proj": 0})), "positive integers"

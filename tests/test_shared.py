@@ -1,15 +1,14 @@
 """Tensors shared across layers live once (`Variant.shared_shapes` -> the root's `ll_shared` child): one storage, one
 state_dict entry, one optimizer entry, one file key; `.to()`, detach, save/load, summary/counts and the decode cache
 all see exactly one tensor. A toy method with one shared frozen buffer and one shared trained parameter shows it."""
-import copy, json
+import copy
+from pathlib import Path
 from dataclasses import dataclass
 from typing import ClassVar
 import pytest, torch
-import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import save_file, load_file
 import lora_lite as ll
 from lora_lite.checks import check_variant, qwen3_params, snapshot, assert_unchanged
-from lora_lite import cache
 from conftest import toy_model
 
 
@@ -202,6 +201,33 @@ def test_bad_shared_shapes_refused():
 
 def test_layer_without_link_says_how():
     l = ToyShared(CFG, 8, 8)
-    with pytest.raises(RuntimeError, match="share_tensors"): l.shared
+    with pytest.raises(RuntimeError, match="share_tensors"): _ = l.shared
     sh = ll.share_tensors({"a": l})
     assert l.shared is sh and sh.P.shape == (4, 8)
+
+
+FORMAT1 = Path(__file__).parent / "data" / "format1"
+
+
+@pytest.mark.parametrize("name", ["vera", "randlora"])
+def test_format1_vera_randlora_files_load_to_the_same_outputs(name, tmp_path):
+    "Adapters saved by the format-1 code (a copy of the shared random tensors in every layer; see data/format1/make.py)."
+    from lora_lite.helpers import tiny_qwen3
+    meta, old = ll.read_adapter(FORMAT1 / f"{name}_v1.safetensors")
+    assert meta["format_version"] == "1" and sum(k.endswith((".A", ".B")) for k in old) == 12   # 6 layers × (A, B)
+    want = load_file(FORMAT1 / f"{name}_v1_expected.safetensors")
+    m = tiny_qwen3(); ll.load(m, FORMAT1 / f"{name}_v1.safetensors")
+    with torch.no_grad(): y = m(want["ids"]).logits
+    assert torch.equal(y, want["logits"])
+    f = ll.save(m, tmp_path / "v2.safetensors")                  # re-saved in today's format: the pair once, same outputs
+    _, new = ll.read_adapter(f)
+    assert sorted(k for k in new if k.endswith((".A", ".B"))) == ["ll_shared.A", "ll_shared.B"]
+    assert f.stat().st_size < (FORMAT1 / f"{name}_v1.safetensors").stat().st_size
+    m2 = tiny_qwen3(); ll.load(m2, f)
+    with torch.no_grad(): assert torch.equal(m2(want["ids"]).logits, want["logits"])
+    # a format-1 file whose per-layer copies are not slices of one pair can't be stored once: refused, model unchanged
+    bad = dict(old); k = next(k for k in bad if k.endswith(".A")); bad[k] = bad[k] + 1
+    save_file(bad, tmp_path / "bad.safetensors", metadata=meta)
+    m3 = tiny_qwen3(); snap = snapshot(m3)
+    with pytest.raises(ValueError, match="format 1.*disagree"): ll.load(m3, tmp_path / "bad.safetensors")
+    assert_unchanged(m3, snap, "failed load")

@@ -12,9 +12,6 @@ import torch
 import lora_lite as ll
 from lora_lite.checks import tiny_qwen3
 
-SMALL_R = dict(antipasto_arrow=16)   # per-variant r that fits the tiny model (default 8)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", default="all", help="comma list or 'all'")
@@ -39,7 +36,7 @@ def main():
             t0 = time.time()
             try:
                 m = AutoModelForCausalLM.from_pretrained(d, quantization_config=qcfg[q], device_map=a.device)
-                cfg = ll.get_config(name, r=SMALL_R.get(name, 8)) if name not in ("ia3", "ia3_ff") else ll.get_config(name)
+                cfg = ll.get_config(name, **ll.VARIANTS[name].example)   # the variant's small test config
                 ll.attach(m, cfg, calibration_data=calib if ll.VARIANTS[name].needs_calibration else None)
                 params = [p for p in m.parameters() if p.requires_grad]
                 opt = torch.optim.AdamW(params, lr=1e-2)

@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docs_build import NBS, OUT, ROOT, build, page_name, sidebar_pages   # noqa: E402
+from docs_build import NBS, OUT, ROOT, build, sidebar_pages   # noqa: E402
 
 _SKIP = re.compile(r"<(script|style)\b.*?</\1>", re.S)
 

@@ -13,7 +13,7 @@ import argparse, functools, http.server, json, os, re, shutil, subprocess, sys, 
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from docs_build import OUT, ROOT, build   # noqa: E402
+from docs_build import OUT, build   # noqa: E402
 
 CHECKER = r"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>running</title></head><body>
 <pre id="out"></pre><iframe id="f" style="width:1280px;height:900px"></iframe>

@@ -6,7 +6,6 @@
 from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
-import torch
 import torch.nn.functional as F
 from ..core import AdapterConfig, register, check_float, check_bool, ORIGINAL
 from .svd_basis import SVDBasis
@@ -36,6 +35,7 @@ class AntiPaSTO(SVDBasis):
     paper = ("2601.07473", "AntiPaSTO")
     bench = {"lr": 5e-3, "r": 256}
     results = {ORIGINAL: 61.4}
+    example = dict(r=8)   # a config that fits the 64-wide test models
     def param_shapes(self): return {"g": (self.r,)}
 
     def gain(self):

@@ -37,6 +37,7 @@ class AntiPaSTOAblate(SVDBasis):
     paper = ("2601.07473", "AntiPaSTO")
     bench = {"lr": 5e-3, "r": 256}
     results = {ORIGINAL: 61.0}
+    example = dict(r=8)   # a config that fits the 64-wide test models
     @classmethod
     def identity_at_init(cls, cfg): return cfg.alpha0 == 0 or cfg.coeff == 0   # alpha0 > 0: off the base by design
     def param_shapes(self): return {"c": (self.r, self.cfg.k), "alpha": (self.cfg.k,)}

@@ -31,6 +31,7 @@ class AntiPaSTOArrow(AntiPaSTO):
     "Arrow core: ΔW = U blockdiag(coeff·M, diag(ELU(coeff·g))) diag(S) Vh."
     config_cls = AntiPaSTOArrowConfig
     results = {ORIGINAL: 60.5}
+    example = dict(r=16)   # a config that fits the 64-wide test models
     def param_shapes(self): return {"M": (self.cfg.b, self.cfg.b), "g": (self.r - self.cfg.b,)}
 
     def factors(self):

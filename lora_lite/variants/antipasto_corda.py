@@ -49,6 +49,7 @@ class AntiPaSTOCorDA(AntiPaSTO):
     config_cls = AntiPaSTOCorDAConfig
     needs_calibration = True
     results = {ORIGINAL: 61.9}
+    example = dict(r=8)   # a config that fits the 64-wide test models
     def buffer_shapes(self): return {"U": (self.d_out, self.r), "S": (self.r,), "P": (self.r, self.d_in)}
 
     @property

@@ -47,6 +47,7 @@ class AntiPaSTORot(AntiPaSTO):
     "Gain on a rotated basis: ΔW = U (diag(S_eff) R − diag(S)) Vh, R block-Cayley."
     config_cls = AntiPaSTORotConfig
     results = {ORIGINAL: 61.4}
+    example = dict(r=8)   # a config that fits the 64-wide test models
     def param_shapes(self): return {"g": (self.r,), "T": (self.r // BLOCK, BLOCK * (BLOCK - 1) // 2)}
 
     def rotation(self):

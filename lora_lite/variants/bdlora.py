@@ -4,7 +4,6 @@
 
 # %% ../../nbs/25_bdlora.ipynb #e675ad7d
 from __future__ import annotations
-import math, re
 from dataclasses import dataclass
 from functools import cached_property
 from typing import ClassVar

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/71_boft.ipynb #19d9c078
 from __future__ import annotations
-import math, re
+import re
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
@@ -75,6 +75,7 @@ class BOFT(Variant):
     bench = {"lr": 1e-4}                            # PEFT's MetaMathQA experiment: default BOFTConfig (b=4, m=1)
     results = {"PEFT · Llama-3.2-3B": 34.3}
     peft_type = "BOFT"
+    example = dict(boft_block_size=8)   # a config that fits the 64-wide test models
 
     @property
     def nb(self) -> tuple: return boft_layout(self.cfg, self.d_in)

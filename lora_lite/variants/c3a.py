@@ -47,6 +47,7 @@ class C3A(Variant):
     bench = {"lr": 0.3}                      # PEFT's MetaMathQA experiment (c3a/llama-3.2-3B-default: b=64, weight_decay 1e-5)
     results = {"PEFT · Llama-3.2-3B": 48.7}
     peft_type = "C3A"
+    example = dict(block_size=16)   # a config that fits the 64-wide test models
     @classmethod
     def identity_at_init(cls, cfg): return cfg.init_weights is True   # PEFT's default xavier kernel starts off the base
     def param_shapes(self): return {"kernel": (self.d_out // self.r, self.d_in // self.r, self.r)}

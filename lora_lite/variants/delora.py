@@ -4,12 +4,11 @@
 
 # %% ../../nbs/13_delora.ipynb #e3170048
 from __future__ import annotations
-import re
+import re, warnings
 from dataclasses import dataclass
 from typing import ClassVar
 import torch
 import torch.nn.functional as F
-from torch import nn
 from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_float, ORIGINAL
 from ..helpers import init_lora, peft_key
 
@@ -36,6 +35,7 @@ class DeLoRA(Variant):
     bench = {"lr": 1e-3}
     results = {ORIGINAL: 61.5}
     peft_type = "DELORA"
+    example = dict(r=4)   # a config that fits the 64-wide test models
     def param_shapes(self): return {"A": (self.r, self.d_in), "B": (self.d_out, self.r), "lam": (1,)}
     def buffer_shapes(self): return {"w": (self.d_in,)}   # ‖W_{:,j}‖, frozen
 
@@ -44,14 +44,25 @@ class DeLoRA(Variant):
         self.lam.fill_(self.cfg.lambda0)
         self.w.copy_(dense_weight(module).norm(dim=0))
 
+    @classmethod
+    def init_all(cls, layers, modules):
+        "Initialise every layer; warn once (at attach) for an fp16 adapter, whose first B gradients can pass fp16's range."
+        if any(l.A.dtype == torch.float16 for l in layers.values()):
+            warnings.warn("DeLoRA with an fp16 adapter: at init ‖b_i‖ is clamped to 1e-4, so B's first gradient is the output "
+                          "gradient times λ/(r·‖a_i‖·1e-4) ≈ 2.6e5/r; a summed or large loss takes it past fp16's 65504 (inf) and "
+                          "the next optimizer step destroys the adapter. Use dtype=torch.bfloat16 (fp32's range) or torch.float32.")
+        super().init_all(layers, modules)
+
     def gain(self) -> torch.Tensor:
-        "g_i = (λ/r) / (‖a_i‖ ‖b_i‖), norms clamped ≥ 1e-4 (r,), in fp32: λ/(r·10⁻⁸) overflows fp16."
-        an, bn = self.A.float().norm(dim=1).clamp_min(1e-4), self.B.float().norm(dim=0).clamp_min(1e-4)
-        return self.lam.float() / self.r / (an * bn)
+        "g_i = (λ/r) / (‖a_i‖ ‖b_i‖), norms clamped ≥ 1e-4 (r,), in fp32 or the adapter's dtype if wider (g reaches ~10⁵)."
+        t = torch.promote_types(self.A.dtype, torch.float32)   # never lowers precision (fp64 stays fp64)
+        an, bn = self.A.to(t).norm(dim=1).clamp_min(1e-4), self.B.to(t).norm(dim=0).clamp_min(1e-4)
+        return self.lam.to(t) / self.r / (an * bn)
 
     def factors(self) -> tuple:
-        "(A·diag(w) (r, d_in), B·diag(g) (d_out, r)): ΔW = (B diag g)(A diag w); B diag g is bounded, so fp16-safe."
-        return self.A * self.w, (self.B.float() * self.gain()).to(self.B.dtype)
+        "(A·diag(w) (r, d_in), B·diag(g) (d_out, r)): ΔW = (B diag g)(A diag w); B diag g is bounded by λ/(r‖a_i‖)."
+        g = self.gain()
+        return self.A * self.w, (self.B.to(g.dtype) * g).to(self.B.dtype)
 
     def forward(self, x, y):
         Aw, Bg = cached(self, "factors", self.factors)   # parameter-only: once per change when decoding

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 import torch
-from torch import nn
 from ..core import RsLoRAConfig, Variant, register, dense_weight, cached, ORIGINAL
 from ..helpers import init_lora, lora_to_peft
 from .lora import lora_peft_config, lora_tensors
@@ -42,6 +41,7 @@ class DoRA(Variant):
     paper = ("2402.09353", "DoRA: Weight-Decomposed Low-Rank Adaptation")
     results = {ORIGINAL: 62.4}
     peft_type = "LORA"
+    example = dict(r=4)   # a config that fits the 64-wide test models
     def param_shapes(self): return {"A": (self.r, self.d_in), "B": (self.d_out, self.r), "m": (self.d_out,)}
     def buffer_shapes(self): return {"w2": (self.d_out,)}   # ‖W_i‖², frozen
 

@@ -40,6 +40,7 @@ class EVA(LoRA):
     paper = ("2410.07170", "EVA: Explained Variance Adaptation")
     results = {ORIGINAL: 60.3}
     peft_type = None        # exported as a plain LoRA; PEFT LoRA adapters import as `lora`
+    example = dict(r=4)   # a config that fits the 64-wide test models
 
     @classmethod
     def check_layer(cls, cfg, d_in, d_out, name):

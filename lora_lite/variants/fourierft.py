@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 import torch
 import torch.nn.functional as F
-from torch import nn
-from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool, cached, grad_wanted
+from ..core import AdapterConfig, Variant, register, check_int, check_bool, cached, grad_wanted
 from ..helpers import peft_key
 
 # %% auto #0
@@ -53,6 +52,7 @@ class FourierFT(Variant):
     bench = {"lr": 1e-4, "n_frequency": 5000, "alpha": 300.0}   # PEFT's MetaMathQA fourierft/llama-3.2-3B-n_frequency-5000
     results = {"PEFT · Llama-3.2-3B": 9.6}
     peft_type = "FOURIERFT"
+    example = dict(n_frequency=50)   # a config that fits the 64-wide test models
     @classmethod
     def identity_at_init(cls, cfg): return cfg.init_weights          # PEFT's default N(0, 1) spectrum starts off the base
     def param_shapes(self): return {"spectrum": (self.r,)}

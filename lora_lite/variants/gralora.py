@@ -49,6 +49,7 @@ class Gralora(Variant):
     bench = {"lr": 2e-4, "r": 32, "alpha": 64}      # PEFT's MetaMathQA experiment (gralora/llama-3.2-3B-rank32, k=2)
     results = {"PEFT · Llama-3.2-3B": 49.5}
     peft_type = "GRALORA"
+    example = dict(r=8)   # a config that fits the 64-wide test models
     def param_shapes(self):
         k, h = self.cfg.gralora_k, self.cfg.hybrid_r
         p = {"A": (k, self.d_in // k, self.r), "B": (k, self.r, self.d_out // k)}

@@ -39,6 +39,7 @@ class HiRA(Variant):
     bench = {"lr": 4.5e-3, "r": 32, "weight_decay": 0.0}
     results = {"PEFT · Llama-3.2-3B": 51.3}
     peft_type = "HIRA"
+    example = dict(r=4)   # a config that fits the 64-wide test models
     @classmethod
     def identity_at_init(cls, cfg): return cfg.init_weights is not False   # init_weights=False starts off the base
     def param_shapes(self): return {"A": (self.r, self.d_in), "B": (self.d_out, self.r)}

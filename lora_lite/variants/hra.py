@@ -41,6 +41,7 @@ class HRA(Variant):
     paper = ("2405.17484", "HRA: Householder Reflection Adaptation")
     results = {ORIGINAL: 61.6}
     peft_type = "HRA"
+    example = dict(r=4)   # a config that fits the 64-wide test models
     def param_shapes(self): return {"U": (self.r, self.d_in)}
 
     @classmethod

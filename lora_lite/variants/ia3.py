@@ -8,7 +8,6 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from typing import ClassVar, Union
-import torch
 from torch import nn
 from ..core import AdapterConfig, Variant, register, dense_weight, ORIGINAL
 from ..helpers import peft_key

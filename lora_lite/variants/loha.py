@@ -53,6 +53,7 @@ class LoHa(Variant):
     bench = {"r": 32, "alpha": 64}
     results = {"PEFT · Llama-3.2-3B": 39.3}
     peft_type = "LOHA"
+    example = dict(r=4)   # a config that fits the 64-wide test models
     @classmethod
     def identity_at_init(cls, cfg): return cfg.init_weights   # init_weights=False starts off the base
     def param_shapes(self):

@@ -64,6 +64,7 @@ class LoKr(Variant):
     bench = {"lr": 3e-3, "r": 32, "alpha": 64}
     results = {"PEFT · Llama-3.2-3B": 46.6}
     peft_type = "LOKR"
+    example = dict(r=4)   # a config that fits the 64-wide test models
     @classmethod
     def identity_at_init(cls, cfg): return cfg.init_weights is not False   # init_weights=False starts off the base
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import ClassVar
-import torch
 import torch.nn.functional as F
-from torch import nn
 from ..core import RsLoRAConfig, Variant, register, check_float, ORIGINAL
 from ..helpers import init_lora, lora_to_peft, peft_key
 
@@ -32,6 +30,7 @@ class LoRA(Variant):
     paper = ("2106.09685", "LoRA: Low-Rank Adaptation of Large Language Models")
     results = {ORIGINAL: 63.2, "PEFT · Llama-3.2-3B": 47.8}
     peft_type = "LORA"
+    example = dict(r=4)   # a config that fits the 64-wide test models
     def param_shapes(self): return {"A": (self.r, self.d_in), "B": (self.d_out, self.r)}
     def init(self, module): init_lora(self.A, self.B)
 

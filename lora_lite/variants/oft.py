@@ -83,6 +83,7 @@ class OFT(Variant):
     bench = {"lr": 1e-4, "r": 32}                   # PEFT's MetaMathQA experiment: r=32 blocks on q_proj/v_proj
     results = {"PEFT · Llama-3.2-3B": 49.1}
     peft_type = "OFT"
+    example = dict(r=4)   # a config that fits the 64-wide test models
 
     @property
     def n(self) -> int: return _blocks(self.cfg, self.d_in)[0]

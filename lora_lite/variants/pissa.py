@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
-from torch import nn
 from ..core import RsLoRAConfig, Variant, register, dense_weight, cached, check_int, ORIGINAL
 from ..helpers import check_rank, top_svd, lora_to_peft
 
@@ -37,6 +36,7 @@ class PiSSA(Variant):
     config_cls = PiSSAConfig
     paper = ("2404.02948", "PiSSA: Principal Singular Values and Singular Vectors Adaptation")
     results = {ORIGINAL: 63.2}
+    example = dict(r=4)   # a config that fits the 64-wide test models
     def param_shapes(self): return {"A": (self.r, self.d_in), "B": (self.d_out, self.r)}
     def buffer_shapes(self): return {"A0": (self.r, self.d_in), "B0": (self.d_out, self.r)}
 

@@ -8,7 +8,6 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 import torch
-import torch.nn.functional as F
 from torch import nn
 from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_int
 from ..helpers import peft_key
@@ -48,6 +47,7 @@ class Road(Variant):
     bench = {"lr": 1e-3, "road_variant": "road_2"}  # PEFT's MetaMathQA experiment road/llama-3.2-3B-lr_0.001
     results = {"PEFT · Llama-3.2-3B": 38.5}
     peft_type = "ROAD"
+    example = dict(group_size=32)   # a config that fits the 64-wide test models
 
     def param_shapes(self):
         n = int(self.d_out * _SIZE[self.cfg.road_variant])

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
 import torch.nn.functional as F
-from torch import nn
 from ..core import AdapterConfig, Variant, register, cached, grad_wanted, check_bool
 from ..helpers import peft_key
 
@@ -47,6 +46,7 @@ class SHiRA(Variant):
     bench = {"lr": 3e-4, "r": 32}
     results = {"PEFT · Llama-3.2-3B": 51.0}
     peft_type = "SHIRA"
+    example = dict(r=4)   # a config that fits the 64-wide test models
     @classmethod
     def identity_at_init(cls, cfg): return cfg.init_weights   # init_weights=False starts off the base
 

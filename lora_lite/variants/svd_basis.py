@@ -4,7 +4,6 @@
 
 # %% ../../nbs/19_svd_basis.ipynb #a9b77f19
 from __future__ import annotations
-import torch
 from ..core import Variant, dense_weight, cached
 from ..helpers import check_rank, top_svd
 

@@ -1,5 +1,4 @@
-"""PEFT 0.21.2 is the oracle for MiSS (default, mini and Bat): to_peft/from_peft logits, parameter counts, bad inputs, decode
-freshness; Bat (reads W every forward) also on 4/8-bit bases and in a training run against PEFT's loss curve."""
+"MiSS beyond the PEFT table (test_peft.py): Bat (reads W every forward) both ways against PEFT, counts, quantized bases, layers that can't take it."
 import copy, json
 import pytest, torch
 import lora_lite as ll

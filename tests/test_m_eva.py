@@ -1,16 +1,10 @@
-"PEFT is the oracle: IA3, IA3-FF, HRA and EVA on a tiny Qwen3 in fp32 give PEFT's logits (max |diff| <= 1e-5)."
-import copy, json
+"EVA: A is the PCA of the kept calibration tokens; as a PEFT LoRA it gives our logits; PEFT's incremental PCA comes close."
+import copy
 import pytest, torch
 import lora_lite as ll
-from lora_lite.checks import tiny_qwen3
 from conftest import snapshot, assert_unchanged, token_batches, perturb_adapter
 
 peft = pytest.importorskip("peft")
-TOL = 1e-5
-
-
-def _peft_model(base, pcfg):
-    return peft.get_peft_model(base, pcfg).eval()
 
 
 def _copy_into_peft(model, pm, key, fn):
@@ -36,66 +30,6 @@ def _max_diff(model, pm, ids):
     return (ours - theirs).abs().max().item()
 
 
-# ---------------------------------------------------------------- IA3 / IA3-FF
-@pytest.mark.parametrize("bias", [False, True])
-def test_ia3_matches_peft(ids, bias):
-    base = tiny_qwen3(attention_bias=bias)
-    ref = copy.deepcopy(base)
-    names = ll.attach(base, ll.IA3Config())
-    assert names and all(n.endswith(("k_proj", "v_proj")) for n in names)
-    perturb_adapter(base, std=0.3)
-    pm = _peft_model(ref, peft.IA3Config(target_modules=["k_proj", "v_proj"], feedforward_modules=[]))
-    _copy_into_peft(base, pm, "ia3_l", lambda l: l.l.detach()[:, None])   # PEFT: (d_out, 1)
-    d = _max_diff(base, pm, ids)
-    print(f"IA3 (attention_bias={bias}) max|diff| vs PEFT: {d:.2e}")
-    assert d <= TOL
-
-
-def test_ia3_ff_matches_peft(qwen, ids):
-    ref = copy.deepcopy(qwen)
-    names = ll.attach(qwen, ll.IA3FFConfig())
-    assert names and all(n.endswith("down_proj") for n in names)
-    perturb_adapter(qwen, std=0.3)
-    pm = _peft_model(ref, peft.IA3Config(target_modules=["down_proj"], feedforward_modules=["down_proj"]))
-    _copy_into_peft(qwen, pm, "ia3_l", lambda l: l.l.detach()[None, :])   # PEFT: (1, d_in)
-    d = _max_diff(qwen, pm, ids)
-    print(f"IA3-FF max|diff| vs PEFT: {d:.2e}")
-    assert d <= TOL
-
-
-# ---------------------------------------------------------------- HRA
-@pytest.mark.parametrize("apply_GS,r", [(False, 4), (False, 8), (True, 3)])
-def test_hra_matches_peft(qwen, ids, apply_GS, r):
-    ref = copy.deepcopy(qwen)
-    ll.attach(qwen, ll.HRAConfig(r=r, apply_GS=apply_GS))
-    perturb_adapter(qwen, std=0.2)
-    pm = _peft_model(ref, peft.HRAConfig(r=r, apply_GS=apply_GS, target_modules=["q_proj", "v_proj"]))
-    _copy_into_peft(qwen, pm, "hra_u", lambda l: l.U.detach().T)   # PEFT: (d_in, r)
-    d = _max_diff(qwen, pm, ids)
-    print(f"HRA (r={r}, apply_GS={apply_GS}) max|diff| vs PEFT: {d:.2e}")
-    assert d <= TOL
-
-
-def test_hra_init_is_identity_and_peft_like(qwen, ids):
-    with torch.no_grad(): y0 = qwen(ids).logits
-    ll.attach(qwen, ll.HRAConfig(r=8))
-    with torch.no_grad(): assert (qwen(ids).logits - y0).abs().max() <= 1e-5
-    U = ll.adapter_layers(qwen)["model.layers.0.self_attn.q_proj"].U
-    assert torch.equal(U[0::2], U[1::2])                      # pairs
-    assert U.abs().max() <= 1 / (8 / 2) ** 0.5 + 1e-6          # PEFT's Kaiming bound for a (d_in, r/2) tensor
-
-
-def test_hra_odd_r_is_a_clear_error(qwen):
-    with pytest.raises(ValueError, match="r must be even"): ll.HRAConfig(r=3)
-    snap = snapshot(qwen)
-    with pytest.raises(ValueError, match="r must be even"):       # one layer's rank from a pattern
-        ll.attach(qwen, ll.HRAConfig(r=4, rank_pattern={"v_proj": 5}))
-    assert_unchanged(qwen, snap)
-    with pytest.raises(ValueError, match="don't fit"): ll.attach(qwen, ll.HRAConfig(r=65, apply_GS=True))
-    assert_unchanged(qwen, snap)
-
-
-# ---------------------------------------------------------------- EVA
 def _kept_inputs(model, name, batches, masked=True):
     "Reference masking: the inputs of `name` on the tokens with attention_mask != 0 and labels != -100."
     seen, rows = [], []
@@ -148,7 +82,7 @@ def _peft_lora_from_eva(model, ref, cfg):
     pc = peft.LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, target_modules=names,
                          rank_pattern={n: l.r for n, l in layers.items() if l.r != cfg.r},
                          alpha_pattern={n: cfg.alpha * l.r / cfg.r for n, l in layers.items() if l.r != cfg.r})
-    pm = _peft_model(ref, pc)
+    pm = peft.get_peft_model(ref, pc).eval()
     _copy_into_peft(model, pm, "lora_A", lambda l: l.A.detach())
     _copy_into_peft(model, pm, "lora_B", lambda l: l.B.detach())
     return pm
@@ -169,7 +103,7 @@ def test_eva_matches_peft_lora_and_reloads_without_data(qwen, ids, rho, targets,
     pm = _peft_lora_from_eva(qwen, ref, cfg)
     d = _max_diff(qwen, pm, ids)
     print(f"EVA (rho={rho}, ranks={sorted(ranks.values())}) as PEFT LoRA max|diff|: {d:.2e}")
-    assert d <= TOL
+    assert d <= 1e-5
     with torch.no_grad(): y = qwen(ids).logits
     f = ll.save(qwen, tmp_path / "eva.safetensors"); ll.detach(qwen)
     ll.load(qwen, f)                                                        # no calibration data needed
@@ -210,22 +144,3 @@ def test_eva_bad_input_leaves_model_unchanged(qwen):
         ll.attach(qwen, ll.EVAConfig(r=65), calibration_data=token_batches(n=1))
     assert_unchanged(qwen, snap)
     with pytest.raises(ValueError, match="rho"): ll.EVAConfig(rho=0.5)
-
-
-# ---------------------------------------------------------------- parameter counts (DESIGN §3, seed table)
-def test_param_counts_on_qwen3_0_6b_widths():
-    "Per-block trainable counts on a 1-block model with Qwen3-0.6B's widths; x28 blocks = the seed's table."
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-    torch.manual_seed(0)
-    cfg = Qwen3Config(vocab_size=128, hidden_size=1024, intermediate_size=3072, num_hidden_layers=1, num_attention_heads=16,
-                      num_key_value_heads=8, head_dim=128, max_position_embeddings=64, tie_word_embeddings=False)
-    m = Qwen3ForCausalLM(cfg).eval()
-    data = token_batches(n=2, bs=4, T=16)                       # 2 batches · 4 rows · 11 kept tokens = 88 >= r=32
-    want = [(ll.IA3Config(), 2_048), (ll.IA3FFConfig(), 3_072), (ll.HRAConfig(r=32, alpha=64), 65_536),
-            (ll.EVAConfig(r=32, alpha=64), 163_840)]
-    for c, per_block in want:
-        ll.attach(m, c, calibration_data=data if c.variant == "eva" else None)
-        n = sum(p.numel() for p in m.parameters() if p.requires_grad)
-        ll.detach(m)
-        assert n == per_block, (c.variant, n)
-    assert 28 * 2_048 == 57_344 and 28 * 3_072 == 86_016 and 28 * 65_536 == 1_835_008 and 28 * 163_840 == 4_587_520
