@@ -157,6 +157,7 @@ class Variant(nn.Module):
     needs_calibration: ClassVar[bool] = False
     example: ClassVar[dict] = {}            # config fields that fit the 64-wide test models (tests and tools read it)
     has_rank: ClassVar[bool] = True         # False: `r` means nothing to this method (IA3, RoAd, BOFT); `ll.summary` shows —
+    has_delta: ClassVar[bool] = True        # False: no fixed ΔW (Lily mixes by batch statistics); merged export refuses, checks use `reference`
     knobs: ClassVar[tuple] = ()             # config fields that are runtime floats on each layer (`ll.set_knob`), e.g. "coeff"
     recomputed: ClassVar[tuple] = ()        # buffers not saved (non-persistent): `load` refills them from the base layer with `recompute`
     # the method's facts, read generically: README table, benchmark defaults, PEFT export/import
@@ -237,6 +238,7 @@ class Variant(nn.Module):
     @classmethod
     def peft_export(cls, cfg, layers:dict, modules:dict) -> tuple:
         "(PEFT adapter_config fields, {PEFT key: tensor}) for `layers` {name: Variant}; default: exact rank-r LoRA from each ΔW."
+        if not cls.has_delta: raise NotImplementedError(f"{cls.config_cls.variant} has no fixed ΔW, so it has no LoRA form.")
         return lora_to_peft(cfg, {n: (*low_rank(l.delta_weight(modules[n]), l.r, n), 1.0) for n, l in layers.items()})
     @classmethod
     def peft_import(cls, pc:dict, dims:dict, tensors:dict, dtype) -> Optional[tuple]:

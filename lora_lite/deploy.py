@@ -33,6 +33,9 @@ def merged_state_dict(model:nn.Module) -> dict:
     "The base model's state dict with W + ΔW (and b + Δb) in every adapted layer; no adapter keys; `model` is not changed."
     layers = adapter_layers(model)
     _refuse_inside_merged(model, "merged_state_dict")
+    if no_delta := [l for l in layers.values() if not l.has_delta]:            # Lily: the update depends on the batch
+        raise RuntimeError(f"merged export: {no_delta[0].cfg.variant} has no fixed ΔW (its update depends on the input batch), so "
+                           "there is no W + ΔW to write; keep the adapter (ll.save / ll.to_peft) and run it with the hooks.")
     sd = {k: v for k, v in model.state_dict().items() if ADAPTER not in k.split(".") and k.split(".")[0] != SHARED}
     quant = [n for n, m in model.named_modules() if _is_quantized(m)]
     with torch.no_grad():

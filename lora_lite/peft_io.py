@@ -43,7 +43,12 @@ def to_peft(model:nn.Module, out_dir, overwrite:bool=False) -> Path:
     except NotImplementedError as e:
         raise ValueError(f"no PEFT export for variant {cfg.variant!r}: {e} Declare a peft_export on the variant.") from None
     name = getattr(getattr(model, "config", None), "_name_or_path", None) or None
-    conf = dict(fields, target_modules=list(L), base_model_name_or_path=name, inference_mode=True)
+    conf = {"target_modules": list(L), **fields, "base_model_name_or_path": name, "inference_mode": True}
+    if set(sel := _peft_targets(model, conf)) != set(L):            # a variant named module kinds (Lily groups layers by them)
+        if missing := [n for n in L if n not in sel]:
+            raise ValueError(f"to_peft: the PEFT config of {cfg.variant!r} (target_modules={conf['target_modules']!r}) misses "
+                             f"adapted modules {missing[:3]}; PEFT would not adapt them.")
+        conf["exclude_modules"] = [*(conf.get("exclude_modules") or []), *(n for n in sel if n not in L)]   # full names: exact
     tensors = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "adapter_model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"}))

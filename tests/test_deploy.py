@@ -50,6 +50,12 @@ EVERY = [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_BROKE
 def test_merged_export_every_variant(name, tmp_path):
     "save_merged -> from_pretrained is an ordinary model whose logits equal the adapted model's (<= 1e-5, fp32)."
     m, cfg = adapted(name)
+    if not ll.VARIANTS[name].has_delta:                    # no fixed ΔW (Lily): refused with one message, nothing written
+        snap = snapshot(m)
+        for export in (merged_state_dict, lambda x: save_merged(x, tmp_path / "merged")):
+            with pytest.raises(RuntimeError, match="no fixed ΔW"): export(m)
+        assert_unchanged(m, snap, f"{name}: refused merge"); assert not (tmp_path / "merged").exists()
+        return
     base_keys = {k for k in m.state_dict() if "ll_adapter" not in k and not k.startswith("ll_shared.")}   # shared tensors too
     y = logits(m)
     with disabled(m): y0 = logits(m)

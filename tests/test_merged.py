@@ -46,6 +46,11 @@ def adapted(name, model=None, std=0.05):
 @pytest.mark.parametrize("name", sorted(ll.VARIANTS))
 def test_merged_equals_hooked_and_restores_exactly(name):
     m = adapted(name)
+    if not ll.VARIANTS[name].has_delta:                    # no fixed ΔW (Lily): refused with one message, model as it was
+        snap = snapshot(m)
+        with pytest.raises(RuntimeError, match="no fixed ΔW"):
+            with ll.merged(m): pass
+        assert_unchanged(m, snap, f"{name}: refused merged"); return
     y = logits(m)
     with ll.disabled(m): y0 = logits(m)
     assert (y - y0).abs().max() > 1e-3, f"{name}: the perturbed adapter doesn't change the logits; the test would be vacuous"
@@ -68,12 +73,14 @@ def test_merged_equals_hooked_and_restores_exactly(name):
 @pytest.mark.parametrize("name", sorted(ll.VARIANTS))
 def test_merged_bf16_within_rounding(name):
     "bf16 base, fp32 adapter: merged vs hooked differ by rounding W + ΔW to bf16 once per layer; bound: the model's own bf16 noise."
+    if not ll.VARIANTS[name].has_delta: pytest.skip(f"{name} has no fixed ΔW: nothing to merge (its refusal is tested above)")
     m32 = adapted(name)
     y32 = logits(m32)
     m = adapted(name, model=biased_qwen3().to(torch.bfloat16))
     with torch.no_grad():   # the same adapter values as the fp32 model (attach/perturb are seeded alike; copy to be sure)
         for (n, p), (n2, q) in zip(ll.adapter_layers(m).items(), ll.adapter_layers(m32).items()):
             p.load_state_dict(q.state_dict())
+        if hasattr(m32, "ll_shared"): m.ll_shared.load_state_dict(m32.ll_shared.state_dict())   # tensors shared by layers
     y = logits(m).float()
     noise = (y - y32).abs().max().item()          # hooked bf16 vs hooked fp32: the dtype's rounding through this model
     params = dict(m.named_parameters())
