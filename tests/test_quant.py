@@ -15,7 +15,7 @@ TARGETS = (r"proj",)   # all seven projections of each block, 14 layers, incl. b
 SMALL = dict(lora=dict(r=8), pissa=dict(r=8), dora=dict(r=8), delora=dict(r=8), ia3=dict(feedforward_modules=("gate_proj", "up_proj", "down_proj")), ia3_ff={}, eva=dict(r=8),
              hra=dict(r=8), antipasto=dict(r=16), antipasto_corda=dict(r=16), antipasto_rot=dict(r=16),
              antipasto_ablate=dict(r=16), antipasto_arrow=dict(r=16), c3a=dict(block_size=16),
-             glora=dict(r=8, config_D_E="none"))   # GLoRA's D scales the bias, which is 0 here: no gradient to check
+             glora=dict(r=8, config_D_E="none"), vblora=dict(vector_length=16, num_vectors=32))   # VB-LoRA: ℓ divides the 128-wide layers   # GLoRA's D scales the bias, which is 0 here: no gradient to check
 VARIANTS = sorted(ll.VARIANTS)   # every registered variant: the ones not in SMALL run with their default config
 QUANTS = {"nf4": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32),
           "fp4": dict(load_in_4bit=True, bnb_4bit_quant_type="fp4", bnb_4bit_compute_dtype=torch.float32),
