@@ -14,7 +14,7 @@ NAMES = sorted(ll.VARIANTS)   # every registered variant, new ones included
 
 def small_cfg(name, **kw):
     "A small config of variant `name` (tiny_qwen3's v_proj is 64->32): r=8, or the variant's defaults if r=8 is refused."
-    extra = {"b": 4} if name == "antipasto_arrow" else {}
+    extra = {"antipasto_arrow": {"b": 4}, "vblora": {"vector_length": 16, "num_vectors": 32}}.get(name, {})   # VB-LoRA: ℓ divides 64/32
     try: return ll.get_config(name, **{"r": 8, **extra, **kw})
     except (ValueError, TypeError): return ll.get_config(name, **kw)
 

@@ -10,7 +10,7 @@ from peft import PeftModel, get_peft_model, LoraConfig, IA3Config, HRAConfig, De
 
 SMALL = dict(lora=dict(r=4), pissa=dict(r=4), dora=dict(r=4), delora=dict(r=4), ia3={}, ia3_ff={}, eva=dict(r=4),
              hra=dict(r=4), antipasto=dict(r=8), antipasto_corda=dict(r=8), antipasto_rot=dict(r=8),
-             antipasto_ablate=dict(r=8), antipasto_arrow=dict(r=16), c3a=dict(block_size=16), road=dict(group_size=32),
+             antipasto_ablate=dict(r=8), antipasto_arrow=dict(r=16), c3a=dict(block_size=16), vblora=dict(vector_length=16, num_vectors=32), road=dict(group_size=32),
              waveft=dict(n_frequency=300))   # others: defaults
 IMPORTERS = sorted(n for n, c in ll.VARIANTS.items() if c.__dict__.get("peft_type"))   # variants that read PEFT folders
 REPARAM = {"pissa"} | {v for v in SMALL if v.startswith("antipasto")}   # export changes parametrisation: 1e-4
