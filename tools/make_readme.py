@@ -55,7 +55,10 @@ def variant_notebooks() -> dict:
     "{variant name: its notebook}, for every registered variant."
     import lora_lite as ll
     nbs = module_notebooks()
-    return {name: nbs[V.__module__] for name, V in ll.VARIANTS.items()}
+    # a class that a notebook re-registered in this process (nbdev's docs processing runs exported cells) has __module__
+    # '__main__': the package face has the exported class of that name
+    mod = lambda V: V.__module__ if V.__module__ in nbs else getattr(ll.variants, V.__name__).__module__
+    return {name: nbs[mod(V)] for name, V in ll.VARIANTS.items()}
 
 
 def _sidebar_sections():
