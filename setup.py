@@ -16,7 +16,7 @@ statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Produ
 py_versions = '3.10 3.11 3.12 3.13'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
-extras = {k: shlex.split(cfg.get(f'{k}_requirements', '')) for k in ('dev', 'bench', 'quant')}
+extras = {k: shlex.split(cfg.get(f'{k}_requirements', '')) for k in ('dev', 'bench', 'quant', 'adamss')}
 lic = licenses[cfg['license'].lower()]
 min_python = cfg['min_python']
 lib_path = cfg.get('lib_path', cfg['lib_name'])

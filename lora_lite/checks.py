@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from .helpers import tiny_qwen3
 from .core import AdapterConfig, dense_weight, variant_class
-from .attach import attach, detach, save, load, adapter_layers, is_attached
+from .attach import attach, detach, adapter_layers, is_attached
+from .adapter_file import save, load
 
 # %% auto #0
 __all__ = ['QWEN3_0P6B', 'ToyBlock', 'ToyModel', 'toy_model', 'snapshot', 'assert_unchanged', 'check_variant', 'qwen3_params']
@@ -156,6 +157,7 @@ def qwen3_params(cfg:AdapterConfig, n_blocks:int=28) -> int:
     "Trainable parameters of `cfg`'s adapter on Qwen3-0.6B's layers that its target_names select, from the variant's shapes."
     V, n = variant_class(cfg.variant), 0
     for mod, (d_in, d_out) in QWEN3_0P6B.items():
+        name = f"model.layers.0.{'mlp' if mod in ('gate_proj', 'up_proj', 'down_proj') else 'self_attn'}.{mod}"   # per-module behaviour (IA3, BD-LoRA)
         if any(re.search(p, mod) for p in cfg.target_names):
-            with torch.device("meta"): n += sum(p.numel() for p in V(cfg, d_in, d_out).parameters())
+            with torch.device("meta"): n += sum(p.numel() for p in V(cfg, d_in, d_out, name=name).parameters())
     return n_blocks * n

@@ -10,27 +10,12 @@ from pathlib import Path
 from typing import Optional
 import torch
 from torch import nn
-from .core import dense_weight, _is_bnb, _is_conv1d
-from .attach import ADAPTER, adapter_layers, adapter_config, _full
+from .weights import dense_weight, _is_conv1d, _is_quantized, _merge_dtype, _numel
+from .attach import ADAPTER, adapter_layers, adapter_config
+from .adapter_file import full_adapter_state  # noqa: F401 (re-exported: FSDP scripts import it from deploy)
 
 # %% auto #0
-__all__ = ['merged_state_dict', 'save_merged', 'disabled', 'Summary', 'summary', 'full_adapter_state']
-
-# %% ../nbs/05_deploy.ipynb #0a9bae60
-def _is_quantized(m:nn.Module) -> bool: return _is_bnb(m, "4bit") or _is_bnb(m, "8bit")
-
-def _plain_dtype(model:nn.Module) -> torch.dtype:
-    "The dtype of the model's ordinary (non-quantized) floating-point weights."
-    for n, m in model.named_modules():
-        if _is_quantized(m): continue
-        for p in m.parameters(recurse=False):
-            if p.is_floating_point(): return p.dtype
-    return torch.float32
-
-def _merge_dtype(model:nn.Module, m:nn.Module) -> torch.dtype:
-    "dtype of the merged weight: the base weight's, or for a bitsandbytes layer its compute dtype (the model's for 8-bit)."
-    if not _is_quantized(m): return m.weight.dtype
-    return getattr(m, "compute_dtype", None) or _plain_dtype(model)
+__all__ = ['merged_state_dict', 'save_merged', 'disabled', 'Summary', 'summary']
 
 # %% ../nbs/05_deploy.ipynb #cd1331e7
 def merged_state_dict(model:nn.Module) -> dict:
@@ -89,10 +74,6 @@ def disabled(model:nn.Module):
         for l, flag in zip(layers, before): l.enabled = flag
 
 # %% ../nbs/05_deploy.ipynb #b923cc8a
-def _numel(p:torch.Tensor) -> int:
-    "Elements a parameter stands for: a bitsandbytes 4-bit weight packs two (or more) values per stored element."
-    return p.numel() * 2 * p.element_size() if type(p).__name__ == "Params4bit" else p.numel()
-
 @dataclasses.dataclass
 class Summary:
     "Trainable parameters of an adapted model and a per-module table; shows as a table in a notebook or with `print`."
@@ -127,8 +108,3 @@ def summary(model:nn.Module) -> Summary:
                  delta_shape=(l.d_out, l.d_in)) for n, l in layers.items()]
     return Summary(adapter_config(model).variant, trainable=sum(_numel(p) for p in model.parameters() if p.requires_grad),
                    total=sum(_numel(p) for p in model.parameters()), rows=rows)
-
-# %% ../nbs/05_deploy.ipynb #86ed7ea6
-def full_adapter_state(model:nn.Module) -> dict:
-    "{file key: tensor} of the adapter as `ll.save` writes it, FSDP2 shards gathered whole (a collective: call on every rank)."
-    return {f"{n}.{k}": _full(v).detach().contiguous() for n, l in adapter_layers(model).items() for k, v in l.state_dict().items()}

@@ -53,3 +53,26 @@ def train_steps(model, ids, steps=3, lr=1e-2):
 def logits(m, ids):
     "Logits without autograd."
     with torch.no_grad(): return m(ids).logits
+
+
+def structured_qwen3(seed=0, decay=0.6, **kw):
+    """A tiny Qwen3 whose linear weights look trained rather than random: W = U·diag(σ)·Vᵀ with random orthogonal U, V
+    and a power-law spectrum σ_i ∝ (i+1)^-decay (trained LLM weights have decaying spectra with small trailing σ;
+    i.i.d. Gaussian weights have a flat Marchenko–Pastur one). Each W keeps its Frobenius norm. For SVD-initialised methods."""
+    m = tiny_qwen3(seed=seed, **kw)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, lin in m.named_modules():
+            if isinstance(lin, torch.nn.Linear) and "lm_head" not in name:
+                o, i = lin.weight.shape; k = min(o, i)
+                U = torch.linalg.qr(torch.randn(o, k, generator=g))[0]; V = torch.linalg.qr(torch.randn(i, k, generator=g))[0]
+                S = (torch.arange(k) + 1.0) ** -decay
+                W = U @ torch.diag(S) @ V.T
+                lin.weight.copy_(W * lin.weight.norm() / W.norm())
+    return m
+
+
+def same_batches(n=6, bs=4, T=16, vocab=128, seed=0):
+    "Fixed token batches for side-by-side training runs."
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, vocab, (bs, T), generator=g) for _ in range(n)]

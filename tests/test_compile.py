@@ -68,7 +68,7 @@ def test_detach_after_compile_restores_eager_model(ids):
     with torch.no_grad(): assert torch.equal(model(input_ids=ids).logits, y0)
 
 
-@pytest.mark.parametrize("name", ["dora"])   # one variant: compiling is slow on a shared CPU; every variant shares core.cached
+@pytest.mark.parametrize("name", ["dora"])   # one variant: compiling is slow on a shared CPU; every variant shares lora_lite.cache.cached
 def test_compiled_decode_uses_fresh_cache(name, ids):
     "Compiled inference (no_grad) of variants whose parameter-only work is cached == eager, also after an in-place edit."
     torch._dynamo.reset()

@@ -249,7 +249,7 @@ def test_save_is_atomic(qwen, saved, monkeypatch):
     "A failing write never damages the existing adapter file and leaves no temp file."
     before = saved.read_bytes()
     ll.attach(qwen, ll.LoRAConfig(r=4)); perturb_adapter(qwen, seed=3)
-    import sys; A = sys.modules["lora_lite.attach"]   # (ll.attach is the function)
+    from lora_lite import adapter_file as A
     def boom(tensors, path, metadata=None):
         open(path, "wb").write(b"partial"); raise OSError("disk full")
     monkeypatch.setattr(A, "save_file", boom)

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def method_source() -> str:
     cells = json.loads((ROOT / "nbs" / "80_guide.ipynb").read_text())["cells"]
-    return next("".join(c["source"]) for c in cells if c["cell_type"] == "code" and "class LoRAFAConfig" in "".join(c["source"]))
+    return next("".join(c["source"]) for c in cells if c["cell_type"] == "code" and "class FrozenAConfig" in "".join(c["source"]))
 
 
 def _run(args, cwd, timeout=300):
@@ -24,13 +24,13 @@ def test_out_of_tree_method_end_to_end(tmp_path):
     (tmp_path / "my_methods.py").write_text(method_source())
     out = _run([sys.executable, "-c", textwrap.dedent("""
         import copy, torch, lora_lite as ll
-        import my_methods                                    # registers lora_fa
+        import my_methods                                    # registers lora_frozen_a
         from lora_lite.checks import tiny_qwen3, check_variant
         from peft import PeftModel
-        check_variant(ll.get_config("lora_fa", r=4))
+        check_variant(ll.get_config("lora_frozen_a", r=4))
         torch.manual_seed(0)
         m, ids = tiny_qwen3(), torch.randint(0, 128, (2, 12)); base = copy.deepcopy(m)
-        ll.attach(m, ll.get_config("lora_fa", r=4, alpha=8))
+        ll.attach(m, ll.get_config("lora_frozen_a", r=4, alpha=8))
         assert all(".ll_adapter.B" in n for n, p in m.named_parameters() if p.requires_grad)
         opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
         for _ in range(3): m(ids, labels=ids).loss.backward(); opt.step(); opt.zero_grad()
@@ -42,7 +42,7 @@ def test_out_of_tree_method_end_to_end(tmp_path):
         with torch.no_grad(): print("peft diff", (pm(ids).logits - y).abs().max().item())
         """)], cwd=tmp_path)
     assert float(out.split("peft diff")[1]) < 1e-5
-    out = _run(["lora-lite-bench", "--plugin", str(tmp_path / "my_methods.py"), "--variant", "lora_fa", "--steps", "3",
+    out = _run(["lora-lite-bench", "--plugin", str(tmp_path / "my_methods.py"), "--variant", "lora_frozen_a", "--steps", "3",
                 "--max-eval-samples", "4", "--max-new-tokens", "8", "--out", str(tmp_path / "runs")], cwd=tmp_path)
     res = json.loads(next((tmp_path / "runs").rglob("result.json")).read_text())
-    assert res["variant"] == "lora_fa" and res["n_eval"] == 4
+    assert res["variant"] == "lora_frozen_a" and res["n_eval"] == 4

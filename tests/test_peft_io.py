@@ -92,7 +92,8 @@ def test_bad_peft_folders(base, ids, tmp_path):
     other = tiny_qwen3(hidden=128)
     _expect(other, ValueError, "another base model", lambda: ll.from_peft(other, tmp_path / "lora"))
     conf = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
-    for change, match in [(dict(peft_type="ADALORA"), "'ADALORA' has no lora_lite import"), (dict(bias="all"), "bias='all'"),
+    for change, match in [(dict(peft_type="LN_TUNING"), "'LN_TUNING' has no lora_lite import"),
+                          (dict(peft_type="ADALORA"), "lora_A' is missing for an ADALORA adapter"), (dict(bias="all"), "bias='all'"),
                           (dict(modules_to_save=["lm_head"]), "modules_to_save"),
                           (dict(init_lora_weights="pissa_niter_4"), "path_initial_model_for_weight_conversion"),
                           (dict(target_modules=["wq"]), "match no linear module")]:

@@ -133,7 +133,7 @@ def test_decode_caches_dense_delta_and_stays_fresh(ids):
     layer = ll.adapter_layers(m)["model.layers.0.self_attn.q_proj"]
     assert layer.N * layer.r * (layer.d_in + layer.d_out) > layer.d_in * layer.d_out   # the dense form is the smaller one
     with torch.no_grad(): a, b = m(ids).logits, m(ids).logits
-    assert "dW" in layer._ll_cache and "U" not in layer._ll_cache
+    assert "dW" in ll.cached_values(layer) and "U" not in ll.cached_values(layer)
     c = m(ids).logits.detach()                                             # under autograd: the factors, computed fresh
     assert torch.equal(a, b)
     torch.testing.assert_close(a, c, atol=1e-5, rtol=0)                    # dense ΔW == factors up to summation order

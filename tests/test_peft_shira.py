@@ -123,7 +123,7 @@ def test_decode_cache_is_exact_and_never_stale(T):
     m = tiny_qwen3(); ll.attach(m, ll.SHiRAConfig(r=4)); perturb_adapter(m, std=0.1)
     ids = torch.randint(0, 128, (1, T), generator=torch.Generator().manual_seed(2))
     def uncached():                                          # the inference path, its CSR ΔW built afresh
-        for layer in ll.adapter_layers(m).values(): layer.__dict__.pop("_ll_cache", None)
+        ll.clear_cache(m)
         with torch.no_grad(): return m(ids).logits
     grad_path = lambda: m(ids).logits.detach()              # with autograd on, nothing is cached
     ref = uncached()

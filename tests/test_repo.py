@@ -26,7 +26,9 @@ def test_module_sizes():
 
 
 # The floors: each module may import only from the floors below it (a package of modules is one floor).
-FLOORS = [{"helpers"}, {"core"}, {"calibrate"}, {"attach"}, {"variants", "peft_io", "checks", "deploy"}, {"bench"}]
+FLOORS = [{"helpers", "weights"}, {"cache"}, {"core"}, {"calibrate"}, {"attach"}, {"adapter_file"},
+          {"variants", "peft_io", "checks", "deploy"}, {"bench"}]
+RUNTIME = {"attach", "adapter_file", "peft_io", "checks", "deploy", "bench"}   # a method (variants/) never imports these
 ALLOWED_SAME_FLOOR = {"variants": {"variants"}, "bench": {"bench"}}   # a variant may build on another; bench modules on each other
 
 
@@ -63,6 +65,9 @@ def test_import_floors():
         for m in mods - {"_modidx"}:
             ok = floor[m] < floor[me] or m in ALLOWED_SAME_FLOOR.get(me, set()) or m == me
             assert ok, f"{'/'.join(rel)} imports lora_lite.{m}: {me} (floor {floor[me]}) may only import lower floors"
+        if me == "variants": assert not mods & RUNTIME, f"{'/'.join(rel)} (a method) imports the runtime: {sorted(mods & RUNTIME)}"
+    assert set(floor) - {"variants", "bench"} == {f.stem for f in (ROOT / "lora_lite").glob("*.py")} - {"__init__", "_modidx"}, \
+        "a module of lora_lite has no floor in FLOORS (or a floor names no module)"
     # the benchmark never imports the test helpers
     for f in (ROOT / "lora_lite" / "bench").glob("*.py"):
         assert "checks" not in _package_imports(f)[0], f"{f.name} imports lora_lite.checks"

@@ -47,7 +47,7 @@ class LoRA(Variant):
 
     @classmethod
     def peft_import(cls, pc, dims, tensors, dtype):
-        if pc.get("use_dora"): return None                      # the dora variant's
+        if pc.get("use_dora") or pc.get("use_bdlora"): return None   # the dora / bdlora variant's
         return lora_peft_config(cls, pc, dims, dtype, dropout=pc.get("lora_dropout", 0.0)), lora_tensors(tensors, dims)
 
 # %% ../../nbs/10_lora.ipynb #d83fc7b6
