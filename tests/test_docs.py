@@ -11,36 +11,6 @@ NBS = ROOT / "nbs"
 sys.path.insert(0, str(ROOT / "tools"))
 import docs_build, check_docs, docs_proc   # noqa: E402
 
-# Failures fixed on another branch: {notebook: text of its expected error}. The test fails when one of them passes
-# (delete its line then) and on any other failure.
-PENDING = {
-    # branch core: show_doc of a config class evaluates core's string annotations in the method's namespace
-    "10_lora.ipynb": "name 'Optional' is not defined",
-    "12_dora.ipynb": "name 'Optional' is not defined",
-    "13_delora.ipynb": "name 'Optional' is not defined",
-    "14_ia3.ipynb": "name 'Optional' is not defined",
-    "15_ia3_ff.ipynb": "name 'Optional' is not defined",
-    "17_hra.ipynb": "name 'Optional' is not defined",
-    "20_antipasto.ipynb": "name 'Optional' is not defined",
-    "21_antipasto_corda.ipynb": "name 'Optional' is not defined",
-    "22_antipasto_rot.ipynb": "name 'Optional' is not defined",
-    "23_antipasto_ablate.ipynb": "name 'Optional' is not defined",
-    "24_antipasto_arrow.ipynb": "name 'Optional' is not defined",
-    "60_vera.ipynb": "name 'Optional' is not defined",
-    "61_randlora.ipynb": "name 'Optional' is not defined",
-    "62_loha.ipynb": "name 'Optional' is not defined",
-    "63_lokr.ipynb": "name 'Optional' is not defined",
-    "64_hira.ipynb": "name 'Optional' is not defined",
-    "66_fourierft.ipynb": "name 'Optional' is not defined",
-    "72_road.ipynb": "name 'Optional' is not defined",
-    "73_miss.ipynb": "name 'Optional' is not defined",
-    "74_c3a.ipynb": "name 'Optional' is not defined",
-    "75_gralora.ipynb": "name 'Optional' is not defined",
-    # branch core: move `import tempfile as _tf` out of the save/load cell into the notebook's imports cell
-    "01_attach.ipynb": "name 'x' is not defined",
-}
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     "Every notebook processed by nbdev (tmp/_proc) and rendered (tmp/_docs), once for this module."
@@ -60,11 +30,8 @@ def _module_notebooks():
 
 
 def test_nbdev_processing_passes_on_every_notebook(site):
-    failed = {e.split(":", 1)[0]: e for e in site[3] if "nbdev's docs processing fails" in e}
-    unexpected = [e for n, e in failed.items() if n not in PENDING or PENDING[n] not in e]
-    assert not unexpected, "\n\n".join(unexpected)
-    fixed = set(PENDING) - set(failed)
-    assert not fixed, f"{sorted(fixed)} pass nbdev's processing now: delete them from PENDING"
+    failed = [e for e in site[3] if "nbdev's docs processing fails" in e]
+    assert not failed, "\n\n".join(failed)
 
 
 def test_every_method_class_survives_processing_and_is_on_its_page(site):
@@ -75,7 +42,6 @@ def test_every_method_class_survives_processing_and_is_on_its_page(site):
     for name, V in sorted(ll.VARIANTS.items()):
         for cls in (V.config_cls, V):
             nb = nbs[cls.__module__]
-            if nb in PENDING: continue
             if cls.__name__ not in docs_proc.shown_classes(tmp / "_proc" / nb): missing.append(f"{nb}: class {cls.__name__} (processed notebook)")
             page = pages.get(docs_build.page_name(nb), "")
             code = html.unescape(re.sub(r"<[^>]+>", "", "\n".join(check_docs._CODE_CELL.findall(page))))
@@ -88,12 +54,10 @@ def test_the_preview_has_no_problems(site):
     tmp, pages, tree, errors = site
     assert [e for e in errors if "nbdev's docs processing fails" not in e] == []
     problems = check_docs.check_site(pages, tree, tmp / "_docs", NBS)
-    problems = [p for p in problems if not any(docs_build.page_name(n) in p or n in p for n in PENDING)]   # their pages are missing
     assert problems == [], "\n".join(problems)
 
 
 def test_the_lora_page_shows_code_math_and_docs(site):
-    if "10_lora.ipynb" in PENDING: pytest.skip("10_lora fails nbdev's processing on this branch (PENDING)")
     page = site[1]["lora.html"]
     assert '<h1 class="title">LoRA</h1>' in page and "<summary>Exported source</summary>" in page
     assert "$$y' = y + s" in page and 'src="mathjax/MathJax.js?config=' in page   # nbconvert leaves math to MathJax
