@@ -8,8 +8,9 @@ PY ?= python
 
 .PHONY: test lint check sync export nbtest pytest docs fuzz speed docs-check smoke wheel bnb-smoke qwen-probe
 
-## test: the full offline test suite (CI runs this): lint, sync check, notebooks, pytest
-test: lint sync docs nbtest pytest
+## test: the full offline test suite (CI runs this): lint, sync check, notebooks, pytest (tests/test_docs.py runs nbdev's docs
+## processing on every notebook and checks the preview built from it, what `make docs` does)
+test: lint sync nbtest pytest
 
 ## lint: ruff's correctness rules (unused, redefined and undefined names; settings in pyproject.toml) on the package,
 ## tests, tools, benchmarks and the notebooks (ruff reads .ipynb itself)
@@ -55,9 +56,11 @@ sync:
 	  else echo "notebooks, package and README are in sync"; fi; \
 	else echo "not a git checkout: sync check skipped"; fi
 
-## docs: the offline preview site in _docs/ from the committed executed notebooks (not re-run): full pages, the sidebar
-## from nbs/sidebar.yml, directives honoured, MathJax from the dev extra (no CDN); fails on dead links/anchors, sidebar
-## entries without a notebook, notebooks missing from the sidebar, visible directives. The real site: nbdev_docs (deploy)
+## docs: the offline preview site in _docs/: nbdev's own docs processing of every notebook (what nbdev_docs gives Quarto,
+## into _proc/; show_doc cells run, the committed outputs kept), rendered by nbconvert's HTML exporter with the sidebar
+## from nbs/sidebar.yml and MathJax from the dev extra (no CDN); fails on a notebook nbdev can't process, dead
+## links/anchors, sidebar entries without a notebook, notebooks missing from the sidebar, visible directives.
+## The real site: nbdev_docs (deploy workflow)
 docs:
 	$(PY) tools/check_docs.py
 

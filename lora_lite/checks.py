@@ -80,9 +80,17 @@ def _default_input(model):
     if hasattr(getattr(model, "config", None), "vocab_size"): return torch.randint(0, model.config.vocab_size, (2, 6))
     return torch.randn(2, 6, model.layers[0].self_attn.q_proj.in_features)
 
-def check_variant(cfg:AdapterConfig, model:Optional[nn.Module]=None, x:Optional[torch.Tensor]=None,
-                  calibration_data=None, identity_atol:Optional[float]=1e-6, init_bound:Optional[float]=None,
-                  dense_atol:float=1e-5, perturb:float=0.1, seed:int=0) -> dict:
+def check_variant(
+    cfg:AdapterConfig,                  # the variant config to check, e.g. `LoRAConfig(r=4)`
+    model:Optional[nn.Module]=None,     # the model to attach it to; None: `toy_model()` (a `transformers` model works too)
+    x:Optional[torch.Tensor]=None,      # the input the checks run; None: a random batch that fits `model`
+    calibration_data=None,              # batches for data-calibrated variants; None: random ones when the variant needs them
+    identity_atol:Optional[float]=1e-6, # max |output - base output| at init; None: the variant is not identity at init
+    init_bound:Optional[float]=None,    # for variants that are not identity at init: a bound on that deviation
+    dense_atol:float=1e-5,              # max |hooked output - `layer.reference`| (F.linear with W + ΔW by default)
+    perturb:float=0.1,                  # std of the noise added to the adapter tensors before the dense check
+    seed:int=0,                         # the torch seed for the model, inputs and noise
+) -> dict:                              # the measured numbers of each check (max differences, counts)
     "Run the five standard checks of a variant config on `model` (default: `toy_model()`; a `transformers` model works too)."
     torch.manual_seed(seed)
     model = toy_model() if model is None else model

@@ -62,7 +62,11 @@ def _plain_twin(model:nn.Module, dtype:torch.dtype) -> nn.Module:
     if getattr(model, "generation_config", None) is not None: twin.generation_config = copy.deepcopy(model.generation_config)
     return twin
 
-def save_merged(model:nn.Module, folder, **kwargs) -> Path:
+def save_merged(
+    model:nn.Module,  # a `transformers` model with an adapter attached (a 4/8-bit base is saved as a plain one)
+    folder,           # where to write the checkpoint (config, weights with W + ΔW)
+    **kwargs,         # passed on to `model.save_pretrained` (e.g. `safe_serialization`, `max_shard_size`)
+) -> Path:            # `folder`, for `AutoModelForCausalLM.from_pretrained(folder)`
     "Write the adapted model as a plain `transformers` checkpoint (W + ΔW merged) that `from_pretrained` loads; returns `folder`."
     if not callable(getattr(model, "save_pretrained", None)):
         raise TypeError(f"save_merged needs a transformers model (with save_pretrained), got {type(model).__name__}; "

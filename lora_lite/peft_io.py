@@ -30,7 +30,11 @@ def peft_mapping() -> list:
     return rows
 
 # %% ../nbs/30_peft.ipynb #99ad9170
-def to_peft(model:nn.Module, out_dir, overwrite:bool=False) -> Path:
+def to_peft(
+    model:nn.Module,       # a model with a lora_lite adapter attached (`ll.attach` or `ll.load`)
+    out_dir,               # the folder to write: adapter_config.json + adapter_model.safetensors
+    overwrite:bool=False,  # write into a folder that is not empty (else FileExistsError)
+) -> Path:                 # `out_dir`, for `PeftModel.from_pretrained(base, out_dir)`
     "Write the attached adapter as a PEFT adapter folder that PEFT loads onto the original base model."
     _state(model, "to_peft")                                    # raises if no adapter is attached
     out = Path(out_dir)
@@ -133,7 +137,12 @@ def _import_plan(pc, dims, tensors, d) -> tuple:
     if rest: raise ValueError(f"{d}: unexpected tensors for a {t} adapter on this model's targets: {sorted(rest)[:3]}.")
     return plan
 
-def from_peft(model:nn.Module, peft_dir, revision:Optional[str]=None, subfolder:Optional[str]=None):
+def from_peft(
+    model:nn.Module,              # the base model the PEFT adapter was trained on, with no adapter attached
+    peft_dir,                     # a PEFT adapter folder, or a Hub repo id (needs huggingface_hub)
+    revision:Optional[str]=None,  # the Hub revision (branch, tag or commit); None: the default branch
+    subfolder:Optional[str]=None, # the adapter's folder inside the repo or `peft_dir`
+):                                # the lora_lite config attached, e.g. `LoRAConfig(r=8, ...)`
     "Attach the lora_lite variant matching a PEFT adapter folder (or Hub repo) and load its tensors; returns the config."
     _refuse_nesting(model, "from_peft")
     d = hub_file(peft_dir, "adapter_config.json", revision, subfolder).parent

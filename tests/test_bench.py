@@ -362,3 +362,13 @@ def test_probe_on_local_model(paper_files, tmp_path, capsys):
 def test_probe_offline_fails_fast(tmp_path):
     p = cli("--preset", "probe", "--out", tmp_path, env={**ENV, "HF_HOME": str(tmp_path / "hf")})
     assert p.returncode == 2 and "couldn't fetch the model 'Qwen/Qwen3-0.6B-Base'" in p.stderr and "--model PATH" in p.stderr, p.stderr[-2000:]
+
+
+def test_the_cosine_schedule_is_transformers_one():
+    "bench.train.cosine_schedule (written out so the benchmark doesn't import bitsandbytes through PEFT) == transformers'."
+    from transformers import get_cosine_schedule_with_warmup
+    from lora_lite.bench.train import cosine_schedule
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    for warmup, steps in [(2, 6), (0, 150), (10, 150), (0, 1), (7, 5000), (150, 150)]:
+        ours, theirs = cosine_schedule(opt, warmup, steps).lr_lambdas[0], get_cosine_schedule_with_warmup(opt, warmup, steps).lr_lambdas[0]
+        assert max(abs(ours(s) - theirs(s)) for s in range(steps + 2)) < 1e-12, (warmup, steps)

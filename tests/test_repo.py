@@ -1,5 +1,6 @@
 "Project-shape rules: README commands, CI entry, module sizes, the core never importing a variant."
 import ast, re
+import pytest
 from pathlib import Path
 import lora_lite as ll
 
@@ -91,3 +92,30 @@ def test_variant_notebooks_have_math_code_and_checks():
         assert any("check_variant(" in s for s in src("code")), f"{nb.name}: does not run the standard checks"
         assert all(c.get("outputs") is not None for c in cells if c["cell_type"] == "code")
         assert any(c.get("outputs") for c in cells if c["cell_type"] == "code"), f"{nb.name}: committed without outputs"
+
+
+def test_the_package_face_has_configs_and_variants_not_their_internals():
+    "lora_lite.variants puts only each module's config and Variant classes on the face (no `skew`, `lokr_plan`, ...)."
+    import lora_lite.variants as v
+    want = {c.__name__ for V in ll.VARIANTS.values() for c in (V, V.config_cls)}
+    assert want <= set(v.__all__)
+    assert all(issubclass(getattr(ll, n), (ll.AdapterConfig, ll.Variant)) for n in v.__all__)
+    for mod in {V.__module__ for V in ll.VARIANTS.values()}:
+        import importlib
+        m = importlib.import_module(mod)
+        internals = [n for n in m.__all__ if n not in v.__all__]
+        assert not any(hasattr(ll, n) and getattr(ll, n) is getattr(m, n) for n in internals), f"{mod} leaks {internals}"
+
+
+def test_a_name_clash_between_variant_modules_is_an_error(tmp_path, monkeypatch):
+    "Two variant modules defining the same config class name: importing the variants package fails and names both."
+    pkg = tmp_path / "clashpkg"; (pkg / "variants").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "core.py").write_text("from lora_lite.core import AdapterConfig, Variant\n")
+    (pkg / "variants" / "__init__.py").write_text((ROOT / "lora_lite" / "variants" / "__init__.py").read_text())
+    for m in ("alpha", "beta"):
+        (pkg / "variants" / f"{m}.py").write_text("from ..core import AdapterConfig\n__all__ = ['SameConfig']\n"
+                                                  "class SameConfig(AdapterConfig): pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ImportError, match=r"SameConfig is defined by both clashpkg\.variants\.alpha and clashpkg\.variants\.beta"):
+        __import__("clashpkg.variants")

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""`make docs`: render the offline preview site into _docs/ (tools/docs_build.py: the committed executed notebooks,
-never re-executed) and check it without a browser. Fails (exit 1) with one line per problem on:
-a notebook that doesn't render; a dead intra-site link or #anchor; a sidebar.yml entry whose notebook is missing;
+"""`make docs`: build the offline preview into _docs/ (tools/docs_build.py: nbdev's own docs processing of every
+notebook, as `nbdev_docs` runs it, then nbconvert's HTML exporter) and check it without a browser. Fails (exit 1)
+with one line per problem on: a notebook that nbdev's processing fails on or that doesn't render; a dead intra-site
+link or #anchor; a sidebar.yml entry whose notebook is missing;
 a notebook that sidebar.yml doesn't list; a `#|` directive or an "In [ ]:" prompt left in a page; a page without
 <head>, styles, the sidebar or the local MathJax. The real site is built by nbdev_docs (Quarto) in the deploy
 workflow; `make docs-check` (tools/docs_browser_check.py) looks at these pages in headless Chromium."""
@@ -20,7 +21,7 @@ def visible_text(page: str) -> str:
     return re.sub(r"<[^>]+>", " ", _SKIP.sub(" ", page))
 
 
-_CODE_CELL = re.compile(r'<pre class="sourceCode python"><code>(.*?)</code></pre>', re.S)
+_CODE_CELL = re.compile(r'<div class="highlight[^"]*"><pre>(.*?)</pre>', re.S)   # a shown code cell (nbconvert + Pygments)
 
 
 def directive_leaks(body: str):
@@ -41,7 +42,7 @@ def check_site(pages, tree, out=OUT, nbs=NBS):
             if need not in page: errors.append(f"{name}: no {what}")
         if re.search(r'<script[^>]+src="(https?:)?//', page) or re.search(r'<link[^>]+href="(https?:)?//', page):
             errors.append(f"{name}: loads a script or stylesheet from the network")
-        body = page.split("<body>", 1)[-1]
+        body = re.split(r"<body\b[^>]*>", page, 1)[-1]
         for href in re.findall(r'(?:href|src)="([^"]*)"', body):
             if re.match(r"^[a-z][a-z0-9+.-]*:", href, re.I) or href.startswith("//"): continue   # http:, data:, mailto:
             path, _, anchor = href.partition("#")

@@ -1,11 +1,13 @@
 #!/usr/bin/env python
-"""`make docs-check`: build the offline preview (tools/docs_build.py) and look at every page in a real headless
-Chromium (Debian: `apt-get install chromium`; set CHROMIUM=/path to use another). Not run in CI (it needs the browser).
+"""`make docs-check`: build the offline preview (tools/docs_build.py: nbdev's own docs processing, then nbconvert's HTML
+exporter) and look at every page in a real headless Chromium (Debian: `apt-get install chromium`; set CHROMIUM=/path
+to use another). Not run in CI (it needs the browser).
 
 The site is served on 127.0.0.1 (an ephemeral port) and one Chromium run opens a checker page that loads every page
 in turn in an iframe, waits for MathJax to finish, and records per page:
-- math: every `.math` element became MathJax output, MathJax reported no TeX error (merror), and no raw TeX
-  (`$$`, `$..$` with TeX in it, `\\(`, `\\[`) is left in the visible text outside code;
+- math: MathJax loaded where the page has TeX, no formula failed ("Math Processing Error" or a TeX `merror`), and no
+  raw TeX (`$$`, `$..$` with TeX in it, `\\(`, `\\[`) is left in the visible text outside code;
+- code: each page in EXPECT shows the code it names in a code cell (LoRA's and OFT's classes, GSM8K's scorer);
 - no `#|` directive in a shown code cell or in the prose, no "In [ ]:" prompt;
 - the sidebar is there, marks the page as current, and each of its links answers 200 from the server.
 Then it takes a screenshot of one page (default lora.html) to _docs/_check/<page>.png. Exit 1 on any problem."""
@@ -15,10 +17,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_build import OUT, build   # noqa: E402
 
+# pages whose code a reader comes for: text a code cell on the page must show
+EXPECT = {"lora.html": ["class LoRAConfig(RsLoRAConfig):", "class LoRA(Variant):", "def forward(self, x, y):"],
+          "oft.html": ["class OFTConfig(", "class OFT(Variant):"],
+          "gsm8k.html": ["def extract_answer(text:str):", "def is_correct(prediction:str, reference:str) -> bool:"]}
+
 CHECKER = r"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>running</title></head><body>
 <pre id="out"></pre><iframe id="f" style="width:1280px;height:900px"></iframe>
 <script>
 const pages = %PAGES%;
+const EXPECT = %EXPECT%;
 const results = [];
 const RAW_TEX = /\$\$|\$[^$\n]*[\\^_{}][^$\n]*\$|\\\(|\\\[/;
 function textWithout(el, sel) {
@@ -31,23 +39,24 @@ function inspect(page, doc, win) {
   const main = doc.querySelector("main");
   if (!doc.head || !doc.querySelector('link[href="styles.css"]')) r.problems.push("no <head> with styles.css");
   if (!main) { r.problems.push("no <main>"); return r; }
-  // math
-  const ours = [...main.querySelectorAll("span.math:not([id]), div.math:not([id])")];   // not MathJax's inner spans
-  r.math = ours.length;
+  // math: nbconvert leaves TeX in the text for MathJax's tex2jax, as Quarto does
   const jax = win.MathJax && win.MathJax.Hub ? win.MathJax.Hub.getAllJax() : [];
-  r.typeset = jax.length;
-  if (r.math && !win.MathJax) r.problems.push("MathJax did not load");
-  const untouched = ours.filter(e => !e.querySelector('script[type^="math/tex"]'));
-  if (untouched.length) r.problems.push(`${untouched.length} of ${r.math} formulas not typeset, e.g. ` + JSON.stringify(untouched[0].textContent.slice(0, 60)));
-  r.notes = jax.filter(j => !j.SourceElement().closest(".math:not([id])")).map(j => "typeset outside a .math element: " + j.originalText.slice(0, 60));
+  r.math = jax.length;
+  const texInText = RAW_TEX.test(textWithout(main, "pre, code, script, style"));
+  if (texInText && !win.MathJax) r.problems.push("MathJax did not load");
+  doc.querySelectorAll(".MathJax_Error").forEach(e => r.problems.push("Math Processing Error near: " + (e.parentNode.textContent || "").slice(0, 80)));
   jax.forEach(j => { const o = doc.getElementById(j.inputID + "-Frame");
     if (!o || !o.getBoundingClientRect().width) r.problems.push("no visible output for: " + j.originalText.slice(0, 80)); });
   jax.forEach(j => { const m = j.root.toMathML(""); if (m.includes("<merror")) r.problems.push("TeX error in: " + j.originalText.slice(0, 80)); });
-  const prose = textWithout(main, "pre, code, script, style, .MathJax, .MathJax_Display, .MathJax_Preview");
+  const prose = textWithout(main, "pre, code, script, style, .MathJax, .MathJax_Display, .MathJax_Preview, .MathJax_Error");
   const raw = prose.match(RAW_TEX);
   if (raw) r.problems.push("raw TeX in the text: " + JSON.stringify(prose.slice(Math.max(0, raw.index - 30), raw.index + 40)));
+  // code
+  const code = [...main.querySelectorAll(".highlight pre")].map(p => p.textContent).join("\n");
+  r.code_cells = main.querySelectorAll(".jp-CodeCell .highlight pre").length;
+  (EXPECT[page] || []).forEach(t => { if (!code.includes(t)) r.problems.push("no code cell shows " + JSON.stringify(t)); });
   // directives and prompts
-  main.querySelectorAll("pre.sourceCode").forEach(pre => {
+  main.querySelectorAll(".highlight pre").forEach(pre => {
     pre.textContent.split("\n").forEach(l => { if (l.trim().startsWith("#|")) r.problems.push("visible directive in code: " + l.trim()); });
   });
   if (prose.includes("#|")) r.problems.push("visible directive in the text");
@@ -135,7 +144,7 @@ def main():
         if errors: print("\n".join("ERROR " + e for e in errors)); sys.exit(1)
     site = Path(args.site).resolve()
     names = args.pages or sorted(p.name for p in site.glob("*.html"))
-    httpd, url = serve(site, CHECKER.replace("%PAGES%", json.dumps(names)))
+    httpd, url = serve(site, CHECKER.replace("%PAGES%", json.dumps(names)).replace("%EXPECT%", json.dumps(EXPECT)))
     try:
         # virtual time runs ahead while the page is idle, so the budget costs no real time; the checker itself waits
         # for MathJax's queue on each page before it looks
@@ -161,10 +170,12 @@ def main():
         for n in r.get("notes", []): print(f"note {r['page']}: {n}")
     for p in problems: print("ERROR", p)
     n_math = sum(r.get("math", 0) for r in data["results"])
-    n_jax = sum(r.get("typeset", 0) for r in data["results"])
     with_math = sum(1 for r in data["results"] if r.get("math"))
+    missing = [p for p in EXPECT if not (site / p).exists()]
+    problems += [f"{p}: not in the site" for p in missing]
+    seen = {r["page"]: r.get("code_cells", 0) for r in data["results"] if r["page"] in EXPECT}
     print(f"docs-check: {len(data['results'])} pages in headless Chromium ({exe}): {n_math} formulas on {with_math} pages "
-          f"({n_jax} MathJax jax), {len(data['status'])} distinct sidebar links checked, {len(problems)} problem(s), "
+          f"typeset by MathJax, code found on {seen} (code cells per page), {len(data['status'])} distinct sidebar links checked, {len(problems)} problem(s), "
           f"{time.time() - t0:.0f} s" + (f"; screenshot {shot}" if shot and shot.exists() else ""))
     sys.exit(1 if problems else 0)
 

@@ -1,55 +1,135 @@
 #!/usr/bin/env python
-"""Offline preview of the docs site: the committed, executed notebooks in nbs/ -> full HTML pages in _docs/.
+"""Offline preview of the docs site, built from nbdev's own processed notebooks, so it shows what the site shows.
 
-No execution, no Quarto, no network. The real site is built by `nbdev_docs` (Quarto) in the deploy workflow; this
-is a preview and a check. Each page has a <head> with nbs/styles.css and a small layout stylesheet, the sidebar from
-nbs/sidebar.yml, an "on this page" list and previous/next links. nbdev/Quarto cell directives are honoured:
-`#| hide` and `#| include: false` drop the cell, `#| echo: false` shows only the outputs, `#| output: false` only
-the code, `#| eval: false` is shown (the notebook stores no output for it), `#| default_exp` cells are dropped, and
-every leading `#|` line is stripped from shown code (`#| export` cells are shown, marked with their module). Markdown
-goes through mistune 3 (nbconvert's parser) with its math plugin: each formula becomes a `.math` element, the only
-thing MathJax 2.7 typesets; MathJax is copied into _docs/mathjax/ from the `jupyter-server-mathjax` package (dev
-extra), so nothing is fetched from a CDN.
-Page names follow nbdev: the numeric prefix is dropped (nbs/10_lora.ipynb -> _docs/lora.html)."""
-import html, json, re, shutil
+1. `docs_proc.process_all` runs nbdev's docs processing (`nbdev.serve_drv.main` with `FilterDefaults`, what
+   `nbdev_docs` gives Quarto) on every notebook into _proc/: show_doc cells added and run, `#| hide` and `#| export`
+   sources dropped, `#| exports` cells kept and folded, names linked, the title cell turned into front matter.
+2. nbconvert's HTML exporter renders each processed notebook with its JupyterLab template (markdown through
+   nbconvert's mistune renderer, code through Pygments, every output type, nbconvert's own MathJax configuration).
+3. Written here, because Quarto does it on the site and nbconvert doesn't: the Quarto cell options nbdev leaves in
+   the processed cells (`echo`, `output`, `include`, `code-fold`, `code-summary`), the title and description from
+   nbdev's front matter, pandoc's heading ids, links to notebooks and to the site's own address made relative,
+   Pandoc link attributes (`{target=...}`) dropped, and the page frame: sidebar (nbs/sidebar.yml), "on this page",
+   previous/next.
+
+Math: one engine, MathJax, with TeX input. The site (Quarto, `html-math-method: mathjax` in nbs/_quarto.yml) loads
+MathJax 3 from Quarto's CDN; the preview loads MathJax 2.7 from the `jupyter-server-mathjax` package (dev extra; no
+network) with nbconvert's configuration (`$..$`, `$$..$$`, `\\(..\\)`, `\\[..\\]`) and its STIX-Web fonts (the only ones
+the package ships). The TeX these notebooks use
+typesets the same in both; `make docs-check` checks every formula in headless Chromium.
+Page names come from nbdev's front matter (`output-file`: nbs/10_lora.ipynb -> _docs/lora.html)."""
+import html, re, shutil, sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-NBS, OUT = ROOT / "nbs", ROOT / "_docs"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import docs_proc   # noqa: E402
+
+ROOT = docs_proc.ROOT
+NBS, OUT, PROC = ROOT / "nbs", ROOT / "_docs", docs_proc.PROC
 SITE_TITLE = "lora_lite"
 MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full"
 
 
 def page_name(nb) -> str:
-    "nbs/10_lora.ipynb -> lora.html (nbdev drops the numeric prefix)."
+    "nbs/10_lora.ipynb -> lora.html (nbdev's output-file: the numeric prefix dropped)."
     return re.sub(r"^\d+_", "", Path(nb).stem) + ".html"
 
 
-# ---------------------------------------------------------------- directives
-_DIRECTIVE = re.compile(r"^\s*#\|\s?(.*?)\s*$")
-_HIDE_LINE = re.compile(r"#\|\s*hide_line\s*$")
-_MAGIC = re.compile(r"^\s*%")
+def site_url() -> str:
+    "The published site's address (settings.ini doc_host + doc_baseurl): nbdev's links point there."
+    from nbdev.config import get_config
+    cfg = get_config(path=ROOT)
+    return cfg.doc_host.rstrip("/") + "/" + cfg.doc_baseurl.strip("/") + "/"
 
 
-def split_directives(src: str):
-    "Leading `#| key: value` / `#| key value` lines -> ({key: value}, the code without them)."
-    lines, flags = src.splitlines(), {}
-    i = 0
-    while i < len(lines) and (_DIRECTIVE.match(lines[i]) or not lines[i].strip()):
-        m = _DIRECTIVE.match(lines[i])
-        if m and m.group(1):
-            key, _, val = m.group(1).partition(" ")
-            flags[key.rstrip(":")] = val.strip()
-        i += 1
-    code = [l for l in lines[i:] if not _HIDE_LINE.search(l) and not _MAGIC.match(l)]
-    return flags, "\n".join(code).strip("\n")
+# ---------------------------------------------------------------- what Quarto does with nbdev's processed cells
+_OPT = re.compile(r"^#\|\s*([\w-]+)\s*:\s*(.*?)\s*$")
 
 
-def _false(v): return str(v).strip().lower() == "false"
+def quarto_options(src: str):
+    "Leading `#| key: value` lines (Quarto cell options, YAML values) -> ({key: value}, the code without them)."
+    import yaml
+    lines, opts = src.splitlines(), {}
+    while lines and _OPT.match(lines[0]):
+        k, v = _OPT.match(lines.pop(0)).groups()
+        opts[k] = yaml.safe_load(v) if v else None
+    return opts, "\n".join(lines)
 
 
-# ---------------------------------------------------------------- markdown, code and outputs
-def _pandoc_id(text: str) -> str:
+_PANDOC_ATTR = re.compile(r"(\]\([^)\s]*\))\{[^}\n]*\}")   # [text](url){target="_blank" ...}: pandoc link attributes
+
+
+def front_matter(nb):
+    "(title, description, output file) from the YAML front matter nbdev's processing puts in the first raw cell."
+    import yaml
+    for c in nb.cells:
+        if c.cell_type == "raw" and c.source.lstrip().startswith("---"):
+            fm = yaml.safe_load(c.source.strip().strip("-")) or {}
+            return fm.get("title"), fm.get("description", ""), fm.get("output-file")
+    return None, "", None
+
+
+def quarto_cells(nb):
+    "Apply Quarto's cell options to a processed notebook in place, as Quarto would before rendering."
+    cells = []
+    for c in nb.cells:
+        if c.cell_type == "raw": continue                      # front matter: the page header
+        if c.cell_type == "code":
+            opts, c.source = quarto_options(c.source)
+            if opts.get("include") is False: continue
+            if opts.get("echo") is False or not c.source.strip(): c.metadata.setdefault("tags", []).append("ll-no-input")
+            if opts.get("output") is False: c.outputs = []
+            if opts.get("code-fold") in (True, "show"):
+                c.metadata["ll_fold"] = {"open": opts["code-fold"] == "show", "summary": opts.get("code-summary") or "Code"}
+            for o in c.get("outputs", []):
+                md = o.get("data", {}).get("text/markdown")
+                if md is not None: o["data"]["text/markdown"] = _PANDOC_ATTR.sub(r"\1", "".join(md))
+        cells.append(c)
+    nb.cells = cells
+    return nb
+
+
+# ---------------------------------------------------------------- nbconvert
+TEMPLATE = r"""{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock -%}
+{%- block jupyter_widgets -%}{%- endblock -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock -%}
+{%- block extra_css -%}<meta name="generator" content="tools/docs_build.py: nbdev-processed notebook rendered by nbconvert (offline preview; the site is nbdev_docs/Quarto)">
+<link rel="stylesheet" href="site.css"><link rel="stylesheet" href="styles.css">
+<script type="text/x-mathjax-config">/* the local MathJax copy ships only the STIX-Web fonts */
+MathJax.Hub.Config({"HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null}});</script>{%- endblock -%}
+{%- block body_header -%}<body class="jp-Notebook" data-jp-theme-light="true" data-jp-theme-name="JupyterLab Light">
+<header class="navbar"><a class="brand" href="index.html">@@SITE@@</a><span class="note">offline preview</span></header>
+<div class="layout">@@SIDEBAR@@<main id="content"><header class="page-header"><h1 class="title">@@TITLE@@</h1>@@DESC@@</header>
+{%- endblock body_header -%}
+{%- block body_footer -%}<nav class="pager">@@PAGER@@</nav></main>@@TOC@@</div></body>{%- endblock body_footer -%}
+{%- block input_group -%}
+{%- set fold = cell.metadata.get("ll_fold") -%}
+{%- if fold -%}<details class="code-fold"{{ " open" if fold.open }}><summary>{{ fold.summary | e }}</summary>{{ super() }}</details>
+{%- else -%}{{ super() }}{%- endif -%}
+{%- endblock input_group -%}
+"""
+
+_exporter = None
+
+
+def exporter():
+    "nbconvert's HTMLExporter with its JupyterLab template, no prompts, the local MathJax, cells tagged ll-no-input shown without code."
+    global _exporter
+    if _exporter is None:
+        import jinja2
+        from nbconvert import HTMLExporter
+        from nbconvert.preprocessors import TagRemovePreprocessor
+        ex = HTMLExporter(template_name="lab", extra_loaders=[jinja2.DictLoader({"ll_page.html.j2": TEMPLATE})],
+                          template_file="ll_page.html.j2", exclude_input_prompt=True, exclude_output_prompt=True,
+                          mathjax_url=f"mathjax/MathJax.js?config={MATHJAX_CONFIG}", anchor_link_text="#")
+        ex.register_preprocessor(TagRemovePreprocessor(remove_input_tags={"ll-no-input"}), enabled=True)
+        _exporter = ex
+    return _exporter
+
+
+# ---------------------------------------------------------------- links and ids as on the site
+def pandoc_id(text: str) -> str:
     "Pandoc's auto identifier (what Quarto gives a heading): lowercase, punctuation dropped, spaces -> '-'."
     s = re.sub(r"<[^>]+>", "", html.unescape(text)).strip().lower()
     s = re.sub(r"[^\w\s.-]", "", s, flags=re.UNICODE)
@@ -57,164 +137,44 @@ def _pandoc_id(text: str) -> str:
     return re.sub(r"^[^a-z]+", "", s) or "section"
 
 
-_NB_LINK = re.compile(r"^(?![a-z][a-z0-9+.-]*:|#)(.*?)([^/#?]+)\.ipynb([#?].*)?$", re.I)
-_md, _seen_ids = None, {}
+_HEADING = re.compile(r'<h([1-6]) id="[^"]*">(.*?)<a class="anchor-link" href="#[^"]*">#</a></h\1>', re.S)
+_NB_LINK = re.compile(r'(href|src)="(?![a-z][a-z0-9+.-]*:|#)([^"#?]*?)([^/"#?]+)\.ipynb([#?][^"]*)?"', re.I)
 
 
-def _link_target(url: str) -> str:
-    "Quarto links a notebook by its page: 10_lora.ipynb#x -> lora.html#x."
-    m = _NB_LINK.match(url)
-    return f"{m[1]}{page_name(m[2])}{m[3] or ''}" if m else url
+def site_links(body: str, base: str) -> str:
+    "Headings get pandoc ids; links to notebooks and to the site's own address become relative page links."
+    seen = {}
+
+    def head(m):
+        base_id = hid = pandoc_id(m[2])
+        while hid in seen: seen[base_id] += 1; hid = f"{base_id}-{seen[base_id]}"
+        seen.setdefault(hid, 0)
+        return f'<h{m[1]} id="{hid}">{m[2]}<a class="anchor-link" href="#{hid}" aria-hidden="true">#</a></h{m[1]}>'
+    body = _HEADING.sub(head, body)
+    body = _NB_LINK.sub(lambda m: f'{m[1]}="{m[2]}{page_name(m[3])}{m[4] or ""}"', body)
+    return body.replace(f'href="{base}', 'href="')
 
 
-def _markdown_parser():
-    global _md
-    if _md is None:
-        import mistune   # mistune 3 (nbconvert's own markdown parser); nbconvert itself is slow to import
-
-        class Renderer(mistune.HTMLRenderer):
-            def heading(self, text, level, **attrs):
-                hid = base = _pandoc_id(text)
-                while hid in _seen_ids: _seen_ids[base] += 1; hid = f"{base}-{_seen_ids[base]}"
-                _seen_ids.setdefault(hid, 0)
-                return f'<h{level} id="{hid}">{text}<a class="anchor-link" href="#{hid}" aria-hidden="true">#</a></h{level}>\n'
-
-            def link(self, text, url, title=None):
-                return super().link(text, _link_target(url), title)
-
-            def image(self, text, url, title=None):
-                return super().image(text, _link_target(url), title)
-        _md = mistune.create_markdown(renderer=Renderer(escape=False),
-                                      plugins=["strikethrough", "table", "math", "url", "footnotes"])
-    return _md
-
-
-def markdown(md: str) -> str:
-    """Markdown -> HTML. Math becomes <span class="math">\\(..\\)</span> / <div class="math">$$..$$</div>, the only
-    elements MathJax typesets (so a stray '$' stays a dollar); headings get Quarto's ids; .ipynb links -> pages."""
-    return _markdown_parser()(md)
+def render(proc_nb):
+    "A processed notebook -> (title, description, page name, page HTML with @@SIDEBAR@@/@@PAGER@@ to fill)."
+    import nbformat
+    nb = nbformat.read(str(proc_nb), as_version=4)
+    title, desc, out_file = front_matter(nb)
+    page, _ = exporter().from_notebook_node(quarto_cells(nb), resources={"metadata": {"name": title or Path(proc_nb).stem}})
+    head, body = page.split("<body", 1)
+    body = site_links("<body" + body, site_url())
+    main = re.search(r'<main id="content">(.*)</main>', body, re.S).group(1)
+    body = body.replace("@@TOC@@", toc_html(main))
+    return title or Path(proc_nb).stem, desc, out_file or page_name(proc_nb), head + body
 
 
 def _inline(md: str) -> str:
-    "One line of markdown without the <p> around it (the page description)."
-    return re.sub(r"^<p>(.*)</p>\s*$", r"\1", markdown(md).strip(), flags=re.S)
+    "One line of markdown without the <p> around it (the page description), by nbconvert's markdown filter."
+    from nbconvert.filters import markdown2html_mistune
+    return re.sub(r"^<p>(.*)</p>\s*$", r"\1", markdown2html_mistune(md).strip(), flags=re.S)
 
 
-def code_block(src: str, cls="cell-code") -> str:
-    from pygments import highlight
-    from pygments.formatters import HtmlFormatter
-    from pygments.lexers import PythonLexer
-    body = highlight(src, PythonLexer(), HtmlFormatter(nowrap=True))
-    return f'<div class="sourceCode {cls}"><pre class="sourceCode python"><code>{body}</code></pre></div>'
-
-
-def _text(x): return "".join(x) if isinstance(x, list) else (x or "")
-
-
-_ANSI = re.compile(r"\x1B(?:[@-Z\\-_]|\[[0-?]*[ -/]*[@-~])")
-
-
-def _pre(text, cls):
-    return f'<div class="cell-output {cls}"><pre><code>{html.escape(_ANSI.sub("", text).rstrip())}</code></pre></div>'
-
-
-def outputs_html(outputs, flags) -> str:
-    "Stored outputs as Quarto lays them out (stream text merged; rich data by priority; widgets dropped)."
-    parts, stream = [], {"stdout": "", "stderr": ""}
-    words = flags.get("filter_stream", "").split()
-
-    def flush():
-        for name in ("stdout", "stderr"):
-            if stream[name].strip(): parts.append(_pre(stream[name], f"cell-output-{name}"))
-            stream[name] = ""
-    for o in outputs:
-        kind = o.get("output_type")
-        if kind == "stream":
-            text = _text(o.get("text"))
-            if words: text = "".join(l for l in text.splitlines(True) if not any(w in l for w in words))
-            stream[o.get("name", "stdout")] += text
-            continue
-        flush()
-        if kind == "error":
-            parts.append(_pre("\n".join(o.get("traceback", [])) or f"{o.get('ename')}: {o.get('evalue')}", "cell-output-error"))
-            continue
-        data = o.get("data", {})
-        if "application/vnd.jupyter.widget-view+json" in data: continue   # progress bars: nothing to show offline
-        if "text/html" in data: parts.append(f'<div class="cell-output cell-output-display">{_text(data["text/html"])}</div>')
-        elif "image/svg+xml" in data: parts.append(f'<div class="cell-output cell-output-display">{_text(data["image/svg+xml"])}</div>')
-        elif "image/png" in data or "image/jpeg" in data:
-            mime = "image/png" if "image/png" in data else "image/jpeg"
-            b64 = _text(data[mime]).replace("\n", "")
-            parts.append(f'<div class="cell-output cell-output-display"><img alt="output" src="data:{mime};base64,{b64}"></div>')
-        elif "text/markdown" in data: parts.append(f'<div class="cell-output cell-output-display">{markdown(_text(data["text/markdown"]))}</div>')
-        elif "text/latex" in data: parts.append(f'<div class="cell-output cell-output-display"><div class="math">{html.escape(_text(data["text/latex"]))}</div></div>')
-        elif "text/plain" in data: parts.append(_pre(_text(data["text/plain"]), "cell-output-display"))
-    flush()
-    return "".join(parts)
-
-
-_RE_HDR_DASH = re.compile(r"^#+\s+.*\s+-\s*$")
-
-
-def cell_html(cell, module=None) -> str:
-    "One cell -> HTML ('' when the cell is hidden)."
-    src = _text(cell.get("source"))
-    if cell["cell_type"] == "markdown":
-        if _RE_HDR_DASH.match(src.strip()): return ""               # nbdev: a heading ending in ' -' is dropped
-        return f'<div class="cell markdown">{markdown(src)}</div>' if src.strip() else ""
-    if cell["cell_type"] != "code": return ""
-    flags, code = split_directives(src)
-    if "hide" in flags or _false(flags.get("include")) or "default_exp" in flags: return ""
-    show_code = bool(code.strip()) and not _false(flags.get("echo"))
-    show_out = not _false(flags.get("output"))
-    body = ""
-    if show_code:
-        exported = {"export", "exporti", "exports"} & flags.keys()
-        label = f'<div class="cell-label">exported to <code>{module}</code></div>' if exported and module else ""
-        block = code_block(code)
-        fold = flags.get("code-fold")
-        if fold in ("true", "show"):
-            block = f'<details{" open" if fold == "show" else ""}><summary>Code</summary>{block}</details>'
-        body += label + block
-    if show_out: body += outputs_html(cell.get("outputs", []), flags)
-    return f'<div class="cell">{body}</div>' if body else ""
-
-
-# ---------------------------------------------------------------- one notebook
-def title_of(nb, fallback: str):
-    "(title, description, index of the title cell) from nbdev's '# Title' + '> description' first markdown cell."
-    for i, c in enumerate(nb["cells"]):
-        if c["cell_type"] != "markdown": continue
-        lines = _text(c["source"]).strip().splitlines()
-        if lines and lines[0].startswith("# "):
-            desc = next((l[1:].strip() for l in lines[1:] if l.startswith(">")), "")
-            return lines[0][2:].strip(), desc, i
-        break
-    return fallback, "", None
-
-
-def render_notebook(path):
-    "nbs/X.ipynb -> (title, description, main HTML)."
-    nb = json.loads(Path(path).read_text())
-    _seen_ids.clear()
-    title, desc, ti = title_of(nb, Path(path).stem)
-    module = None
-    for c in nb["cells"]:
-        if c["cell_type"] == "code":
-            m = re.search(r"^\s*#\|\s*default_exp\s+(\S+)", _text(c["source"]), re.M)
-            if m: module = "lora_lite." + m.group(1); break
-    parts = []
-    for i, c in enumerate(nb["cells"]):
-        if i == ti:   # the title cell: its H1 and description become the page header; the rest is shown
-            rest = [l for l in _text(c["source"]).strip().splitlines()[1:]]
-            while rest and (not rest[0].strip() or rest[0].startswith(">")): rest.pop(0)
-            if rest: parts.append(f'<div class="cell markdown">{markdown(chr(10).join(rest))}</div>')
-            continue
-        parts.append(cell_html(c, module))
-    return title, desc, "\n".join(p for p in parts if p)
-
-
-# ---------------------------------------------------------------- the site
+# ---------------------------------------------------------------- the site frame
 def read_sidebar(path=NBS / "sidebar.yml"):
     "sidebar.yml -> a tree of ('page', notebook file) / ('section', name, [children]) / ('link', text, href)."
     import yaml
@@ -262,75 +222,23 @@ def toc_html(main):
     return f'<nav class="toc" aria-label="on this page"><h2>On this page</h2><ul>{items}</ul></nav>'
 
 
-PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="tools/docs_build.py (offline preview; the real site is built by nbdev_docs/Quarto)">
-<title>{title} – {site}</title>
-<link rel="stylesheet" href="site.css">
-<link rel="stylesheet" href="styles.css">
-<script type="text/x-mathjax-config">
-MathJax.Hub.Config({{
-  tex2jax: {{inlineMath: [["\\\\(", "\\\\)"]], displayMath: [["$$", "$$"], ["\\\\[", "\\\\]"]],
-            processEnvironments: false, ignoreClass: "ll-page", processClass: "math"}},
-  MMLorHTML: {{prefer: "HTML"}},
-  "HTML-CSS": {{availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null}},
-  TeX: {{noErrors: {{disabled: true}}, noUndefined: {{disabled: true}}}},
-  messageStyle: "none"
-}});
-</script>
-<script src="mathjax/MathJax.js?config={mathjax}"></script>
-</head>
-<body class="ll-page">
-<header class="navbar"><a class="brand" href="index.html">{site}</a><span class="note">offline preview</span></header>
-<div class="layout">
-{sidebar}
-<main id="content">
-<header class="page-header"><h1 class="title">{title}</h1>{desc}</header>
-{main}
-<nav class="pager">{prev}{next}</nav>
-</main>
-{toc}
-</div>
-</body>
-</html>
-"""
-
 SITE_CSS = """
-*, *::before, *::after { box-sizing: border-box; }
-body { margin: 0; font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
-       font-size: 16px; line-height: 1.55; color: #373a3c; background: #fff; }
-a { color: #2780e3; text-decoration: none; } a:hover { text-decoration: underline; }
-.navbar { background: #2780e3; color: #fff; padding: .6rem 1.2rem; display: flex; gap: 1rem; align-items: baseline; }
-.navbar .brand { color: #fff; font-weight: 600; font-size: 1.2rem; }
+body.jp-Notebook { margin: 0; padding: 0; }
+.navbar { background: #2780e3; color: #fff; padding: .6rem 1.2rem; display: flex; gap: 1rem; align-items: baseline; font-family: system-ui, sans-serif; }
+.navbar .brand { color: #fff; font-weight: 600; font-size: 1.2rem; text-decoration: none; }
 .navbar .note { opacity: .8; font-size: .85rem; }
 .layout { display: grid; grid-template-columns: 250px minmax(0, 1fr) 210px; gap: 2rem; max-width: 1400px; margin: 0 auto; padding: 0 1rem; }
-.sidebar, .toc { position: sticky; top: 0; align-self: start; max-height: 100vh; overflow-y: auto; padding: 1rem 0; font-size: .9rem; }
+.sidebar, .toc { position: sticky; top: 0; align-self: start; max-height: 100vh; overflow-y: auto; padding: 1rem 0; font: .9rem system-ui, sans-serif; }
 .sidebar ul, .toc ul { list-style: none; padding-left: 0; margin: 0; }
-.sidebar ul ul { padding-left: .8rem; }
-.sidebar li { margin: .15rem 0; }
+.sidebar ul ul { padding-left: .8rem; } .sidebar li { margin: .15rem 0; }
 .sidebar summary { font-weight: 600; cursor: pointer; margin-top: .5rem; }
-.sidebar a { color: #495057; } .sidebar a.active { color: #2780e3; font-weight: 600; }
+.sidebar a, .toc a { color: #495057; text-decoration: none; } .sidebar a.active { color: #2780e3; font-weight: 600; }
 .sidebar .missing { color: #c00; }
 .toc h2 { font-size: .9rem; margin: 0 0 .4rem; } .toc .toc-h3 { padding-left: .8rem; }
 main { min-width: 0; padding: 1rem 0 3rem; }
-.page-header { margin-bottom: 1.5rem; } .page-header .title { margin-bottom: .2rem; }
-h1, h2, h3, h4 { line-height: 1.25; } h2 { margin-top: 2rem; border-bottom: 1px solid #dee2e6; padding-bottom: .2rem; }
-.anchor-link { visibility: hidden; margin-left: .3rem; font-size: .8em; color: #adb5bd; }
-h1:hover .anchor-link, h2:hover .anchor-link, h3:hover .anchor-link, h4:hover .anchor-link { visibility: visible; }
-pre { overflow-x: auto; font-size: .85rem; line-height: 1.4; padding: .6rem .8rem; margin: 0; }
-code { font-family: SFMono-Regular, Menlo, Monaco, Consolas, "Liberation Mono", monospace; font-size: .9em; }
-p code, li code, td code { background: #f7f7f7; padding: .05rem .25rem; border-radius: 3px; color: #9753b8; }
-.sourceCode.cell-code pre, .cell.markdown pre { background: #f7f7f7; border-radius: 4px; }
-.cell-label { font-size: .75rem; color: #6c757d; margin-bottom: .1rem; }
-.cell-label code { color: #6c757d; background: none; }
-.cell-output-stderr pre { color: #a94442; } .cell-output-error pre { color: #a94442; background: #fdf2f2; }
-.cell-output-display img { max-width: 100%; }
-table { border-collapse: collapse; margin: .8rem 0; font-size: .9rem; display: block; overflow-x: auto; }
-th, td { border-bottom: 1px solid #dee2e6; padding: .3rem .6rem; text-align: left; vertical-align: top; }
-blockquote { border-left: 3px solid #dee2e6; margin-left: 0; padding-left: 1rem; color: #6c757d; }
+.page-header .title { margin-bottom: .2rem; font-family: system-ui, sans-serif; }
+.page-header .description { color: #6c757d; }
+details.code-fold > summary { cursor: pointer; color: #6c757d; font-size: .85rem; }
 .pager { display: flex; justify-content: space-between; margin-top: 3rem; border-top: 1px solid #dee2e6; padding-top: 1rem; }
 @media (max-width: 1100px) { .layout { grid-template-columns: 220px minmax(0, 1fr); } .toc { display: none; } }
 @media (max-width: 700px) { .layout { display: block; } .sidebar { position: static; max-height: none; } }
@@ -350,8 +258,7 @@ def mathjax_dir():
 
 
 def copy_assets(out, nbs=NBS):
-    "styles.css, site.css (layout + Pygments colours) and MathJax into out/ (MathJax only when it changed)."
-    from pygments.formatters import HtmlFormatter
+    "styles.css, site.css (the frame) and MathJax into out/ (MathJax only when it changed)."
     src = mathjax_dir()
     stamp = f"{src}:{(src / 'MathJax.js').stat().st_mtime}"
     dst = out / "mathjax"
@@ -361,31 +268,37 @@ def copy_assets(out, nbs=NBS):
         (dst / ".source").write_text(stamp)
     styles = nbs / "styles.css" if (nbs / "styles.css").exists() else NBS / "styles.css"
     shutil.copy(styles, out / "styles.css")
-    (out / "site.css").write_text(SITE_CSS + HtmlFormatter(style="default").get_style_defs(".sourceCode"))
+    (out / "site.css").write_text(SITE_CSS)
 
 
-def build(nbs=NBS, out=OUT, sidebar=None):
-    """Render every notebook in `nbs` to `out`. Returns (pages {html name: page HTML}, sidebar tree, errors)."""
+def build(nbs=NBS, out=OUT, sidebar=None, proc=None):
+    """Process every notebook in `nbs` with nbdev (into `proc`, default _proc/ beside `out`'s project) and render the
+    site to `out`. Returns (pages {html name: page HTML}, sidebar tree, errors: one line per notebook that failed)."""
     nbs, out = Path(nbs), Path(out)
+    proc = Path(proc) if proc else (PROC if nbs == NBS else out.parent / "_proc")
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.html"): old.unlink()   # pages of renamed/deleted notebooks must not linger
     copy_assets(out, nbs)
     tree = read_sidebar(sidebar or nbs / "sidebar.yml")
+    results = docs_proc.process_all(sorted(nbs.glob("*.ipynb")), proc)
     rendered, errors = {}, []
-    for nb in sorted(nbs.glob("*.ipynb")):
-        try: rendered[page_name(nb)] = (nb.name,) + render_notebook(nb)
-        except Exception as e: errors.append(f"{nb.name}: does not render ({type(e).__name__}: {e})")
+    for name, (err, _) in sorted(results.items()):
+        if err: errors.append(f"{name}: nbdev's docs processing fails: {err}"); continue
+        try:
+            title, desc, p, page = render(proc / name)
+            rendered[p] = (name, title, desc, page)
+        except Exception as e: errors.append(f"{name}: does not render ({type(e).__name__}: {e})")
     titles = {p: r[1] for p, r in rendered.items()}
     order = [page_name(n) for n in sidebar_pages(tree) if page_name(n) in rendered]
     order += [p for p in sorted(rendered) if p not in order]
     pages = {}
-    for p, (nbname, title, desc, main) in rendered.items():
+    for p, (name, title, desc, page) in rendered.items():
         i = order.index(p)
         prev = f'<a class="prev" href="{order[i-1]}">← {html.escape(titles[order[i-1]])}</a>' if i > 0 else "<span></span>"
         nxt = f'<a class="next" href="{order[i+1]}">{html.escape(titles[order[i+1]])} →</a>' if i + 1 < len(order) else ""
-        page = PAGE.format(title=html.escape(title), site=SITE_TITLE, mathjax=MATHJAX_CONFIG,
-                           desc=f'<div class="description">{_inline(desc)}</div>' if desc else "",
-                           sidebar=sidebar_html(tree, titles, p), main=main, toc=toc_html(main), prev=prev, next=nxt)
+        page = (page.replace("@@SITE@@", SITE_TITLE).replace("@@TITLE@@", html.escape(title))
+                .replace("@@DESC@@", f'<div class="description">{_inline(desc)}</div>' if desc else "")
+                .replace("@@SIDEBAR@@", sidebar_html(tree, titles, p)).replace("@@PAGER@@", prev + nxt))
         (out / p).write_text(page)
         pages[p] = page
     return pages, tree, errors

@@ -101,14 +101,14 @@ def preflight(settings:list) -> list:
     return out
 
 # %% ../../nbs/94_bench_cli.ipynb #51901f14
-def world_line(world:int, requested, device, fsdp:bool=False) -> tuple:
+def world_line(world:int, short:bool, device, fsdp:bool=False) -> tuple:
     "(the line that says how many processes run and how, a warning or None)."
     how = "one process" if world == 1 else f"{world} processes, {'sharded with FSDP2' if fsdp else 'data-parallel (DDP)'}"
     line, warn = f"lora-lite-bench: world size {world} ({how}) on {device}", []
-    if requested is not None and requested > world:
-        warn.append(f"lora-lite-bench: warning: {requested} processes were requested but this run has {world}. On a CPU, "
-                    "`accelerate launch` starts several processes only with --multi_gpu or an FSDP config (gloo), or use "
-                    f"`torchrun --nproc_per_node {requested} -m lora_lite.bench ...`.")
+    if short:
+        warn.append(f"lora-lite-bench: warning: `accelerate launch` was asked for several processes but this run has {world}. "
+                    "On a CPU it starts several only with --multi_gpu or an FSDP config (gloo), or use "
+                    "`torchrun --nproc_per_node N -m lora_lite.bench ...`.")
     if fsdp and world == 1: warn.append("lora-lite-bench: warning: FSDP was asked for, but one process has nothing to shard with: the model is not sharded.")
     return line, "\n".join(warn) or None
 
@@ -170,10 +170,10 @@ def _main(p, o, argv) -> int:
     need("transformers")
     if o.quant != "none": need("bitsandbytes")
     if msgs := preflight(settings): return _error(p, "\n  ".join(msgs))
-    from lora_lite.bench.train import init_distributed, requested_processes
+    from lora_lite.bench.train import init_distributed, launched_short
     rank, world, device = init_distributed(o.device)
     if rank == 0:
-        line, warn = world_line(world, requested_processes(), device, fsdp=settings[0].fsdp)
+        line, warn = world_line(world, launched_short(), device, fsdp=settings[0].fsdp)
         print(line)
         if warn: print(warn, file=sys.stderr)
     if any(s.batch_size % world for s in settings): return _error(p, f"--batch-size must be a multiple of the number of processes ({world}): it is the global batch")

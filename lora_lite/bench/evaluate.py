@@ -38,8 +38,20 @@ def enter_merged(stack:ExitStack, model) -> Optional[str]:
 
 # %% ../../nbs/92_bench_evaluate.ipynb #b807d52f
 @torch.no_grad()
-def evaluate(model, tok, rows:list, batch_size:int=64, max_new_tokens:int=300, device="cpu", progress:bool=True,
-             n_samples:int=3, sort:bool=True, stop:bool=True, synced:bool=False, merge:bool=True) -> dict:
+def evaluate(
+    model,                    # the model to generate with (a DDP wrapper is unwrapped)
+    tok,                      # its tokenizer
+    rows:list,                # GSM8K-style rows: a question and a worked answer ending in '#### N'
+    batch_size:int=64,        # prompts per `generate` call (left-padded)
+    max_new_tokens:int=300,   # the longest answer generated
+    device="cpu",             # where the prompts go
+    progress:bool=True,       # a progress bar on rank 0
+    n_samples:int=3,          # how many generations to keep in the result
+    sort:bool=True,           # generate the longest prompts first (less padding per batch)
+    stop:bool=True,           # stop a batch once every row has written its final answer
+    synced:bool=False,        # FSDP: every rank runs as many batches as rank 0 (`generate`'s synced_gpus)
+    merge:bool=True,          # generate inside `ll.merged` when the adapter allows it (not on 4/8-bit bases)
+) -> dict:                    # accuracy, counts, seconds, generated tokens/s, predictions, samples
     "Greedy answers to `rows` (question/answer): accuracy, counts, seconds, generated tokens/s and a few samples."
     rank, world = rank_world()
     model.eval()

@@ -39,19 +39,46 @@ PRESETS = {
 @dataclass(frozen=True)
 class Settings:
     "Everything one benchmark run of one variant needs (see `Settings.build`)."
-    variant: str; preset: str
-    model: str; train_data: str; eval_data: Optional[str]; eval_config: Optional[str]; dtype: str
-    steps: int; batch_size: int; max_len: int; lr: float; weight_decay: float; warmup: int; clip: float
-    r: int; alpha: float; layers: Optional[tuple]; max_new_tokens: Optional[int]; eval_batch_size: Optional[int]
-    max_train_samples: Optional[int]; max_eval_samples: Optional[int]; calib_batches: int; threads: Optional[int]
-    variant_defaults: bool
-    out: str = "runs"; seed: int = 0; quant: str = "none"; targets: Optional[tuple] = None
-    device: Optional[str] = None; progress: bool = True; plugins: tuple = ()
-    fsdp: bool = False           # shard with FSDP2 instead of DDP when several processes run (--fsdp, or accelerate's FSDP)
-    adapter: tuple = ()          # (field, value) pairs of the variant's own config defaults, e.g. FourierFT's n_frequency
+    variant: str                         # a registered variant name, or "none" (the base model alone)
+    preset: str                          # "paper", "smoke" or "probe": fills every field not given
+    model: str                           # a Hub name or local path, or "tiny" (the offline smoke model)
+    train_data: str                      # a Hub dataset, a local .jsonl/.json/.parquet file, or "synth:train"
+    eval_data: Optional[str]             # the same forms, for the GSM8K-style test set; None: no evaluation (probe)
+    eval_config: Optional[str]           # the Hub dataset's config name (GSM8K: "main")
+    dtype: str                           # the base model's dtype: "bfloat16", "float16" or "float32"
+    steps: int                           # optimizer steps
+    batch_size: int                      # the global batch (split over the processes)
+    max_len: int                         # longest training example in tokens; longer ones are dropped
+    lr: float                            # AdamW's peak learning rate
+    weight_decay: float                  # AdamW's weight decay
+    warmup: int                          # linear warmup steps before the cosine decay
+    clip: float                          # gradient norm clip
+    r: int                               # the adapter's rank (variants without a rank ignore it)
+    alpha: float                         # the adapter's alpha
+    layers: Optional[tuple]              # block indices to adapt; None: every block
+    max_new_tokens: Optional[int]        # the longest generated answer
+    eval_batch_size: Optional[int]       # prompts per `generate` call
+    max_train_samples: Optional[int]     # rows read from the training set; None: enough for `steps`
+    max_eval_samples: Optional[int]      # test rows evaluated; None: all (GSM8K: 1,319)
+    calib_batches: int                   # training batches given to data-calibrated variants at attach
+    threads: Optional[int]               # torch CPU threads; None: torch's default
+    variant_defaults: bool               # use the variant's own `bench` defaults (lr, r, alpha) from its class
+    out: str = "runs"                    # the folder for the runs' adapters and result.json files
+    seed: int = 0                        # seed of data order, adapter init and generation
+    quant: str = "none"                  # "none", "4bit" (nf4) or "8bit" base (bitsandbytes)
+    targets: Optional[tuple] = None      # target module names; None: the variant config's default
+    device: Optional[str] = None         # "cpu", "cuda", "cuda:1"...; None: CUDA if available
+    progress: bool = True                # progress bars
+    plugins: tuple = ()                  # modules or .py files imported first (they register variants)
+    fsdp: bool = False                   # shard with FSDP2 instead of DDP when several processes run (--fsdp, or accelerate's FSDP)
+    adapter: tuple = ()                  # (field, value) pairs of the variant's own config defaults, e.g. FourierFT's n_frequency
 
     @classmethod
-    def build(cls, preset:str="smoke", variant:str="lora", **flags) -> "Settings":
+    def build(cls,
+              preset:str="smoke",   # the preset that fills every field not given: "paper", "smoke" or "probe"
+              variant:str="lora",   # the variant to run
+              **flags,
+             ) -> "Settings":           # the frozen settings; `problems` says what is wrong with them
         "PRESETS[preset] ⊕ the variant's `bench` defaults (if the preset uses them) ⊕ `flags` (None = not given)."
         p, mine = PRESETS[preset], {f.name for f in dataclasses.fields(cls)}
         own = variant_defaults(variant) if p["variant_defaults"] else {}
@@ -119,6 +146,22 @@ def git_commit():
     except Exception: return None
 
 # %% ../../nbs/93_bench_run.ipynb #af4e52df
+def _attach_for(s:Settings, model, tok, device, verbose:bool=True) -> tuple:
+    "Read and encode the training rows, attach the variant (calibrated on the first batches if it needs data): (rows, examples, dropped, config, targets)."
+    need = s.steps * s.batch_size
+    rows = take(shuffled(load_rows(s.train_data, "train"), s.seed), s.max_train_samples or 2 * need + 1000)
+    examples, dropped = encode_rows(tok, rows, need, s.max_len, verbose=verbose)
+    if len(examples) < need and verbose: print(f"  {len(examples)} examples < {need} needed: cycling over them ({need / len(examples):.1f} epochs)")
+    cfg = ll.get_config(s.variant, **adapter_fields(s))
+    calib = _batches(examples, s, tok.pad_token_id, device, s.calib_batches) if ll.variant_class(s.variant).needs_calibration else None
+    torch.manual_seed(s.seed)                                              # same adapter init on every rank
+    return rows, examples, dropped, cfg, ll.attach(model, cfg, calibration_data=calib)
+
+def _save_checked(model, path, examples, s:Settings, tok, device) -> dict:
+    "`ll.save` to `path`, then reload it into a copy and compare logits on the first batch: {adapter, reload_max_diff, adapter_effect}."
+    f = ll.save(model, path)
+    return {"adapter": str(f), **reload_check(model, f, _batches(examples, s, tok.pad_token_id, device, 1)[0])}
+
 def _batches(examples, s, pad_id, device, n):
     return [{k: v.to(device) for k, v in collate(examples[i:i + s.batch_size], pad_id).items()}
             for i in range(0, min(len(examples), n * s.batch_size), s.batch_size)]
@@ -154,16 +197,10 @@ def run(s:Settings, device="cpu") -> dict:
     torch.manual_seed(s.seed); t_start = time.perf_counter()
     model, tok = load_model(s.model, ll.DTYPES[s.dtype], s.quant, device, s.seed, fsdp=fsdp)
     eval_rows = take(load_rows(s.eval_data, "test", s.eval_config), s.max_eval_samples)
-    need, train_rows, examples, dropped, cfg, names = s.steps * s.batch_size, [], [], 0, None, []
+    train_rows, examples, dropped, cfg, names = [], [], 0, None, []
     tr = {"losses": [], "train_tokens": 0, "train_s": 0.0, "tokens_per_s": 0.0}
     if s.variant != "none":
-        train_rows = take(shuffled(load_rows(s.train_data, "train"), s.seed), s.max_train_samples or 2 * need + 1000)
-        examples, dropped = encode_rows(tok, train_rows, need, s.max_len, verbose=rank == 0)
-        if len(examples) < need and rank == 0: print(f"  {len(examples)} examples < {need} needed: cycling over them ({need / len(examples):.1f} epochs)")
-        cfg = ll.get_config(s.variant, **adapter_fields(s))
-        calib = _batches(examples, s, tok.pad_token_id, device, s.calib_batches) if ll.variant_class(s.variant).needs_calibration else None
-        torch.manual_seed(s.seed)                                              # same adapter init on every rank
-        names = ll.attach(model, cfg, calibration_data=calib)
+        train_rows, examples, dropped, cfg, names = _attach_for(s, model, tok, device, verbose=rank == 0)
         if fsdp: net = shard(model)                                           # attach first, shard after
         else: net = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.device(device).index] if "cuda" in str(device) else None)
         tr = train(net, examples, s.steps, s.batch_size, s.lr, tok.pad_token_id, s.weight_decay, s.warmup, s.clip, device, s.progress)
@@ -188,9 +225,7 @@ def run(s:Settings, device="cpu") -> dict:
         res["adapter"] = str(ll.save(model, d / "adapter.safetensors"))       # gathers the shards; rank 0 writes
         res |= sharded_reload_check(model, res["adapter"], _batches(examples, s, tok.pad_token_id, device, 1)[0])
     if rank == 0:
-        if names and not fsdp:
-            res["adapter"] = str(ll.save(model, d / "adapter.safetensors"))
-            res |= reload_check(model, res["adapter"], _batches(examples, s, tok.pad_token_id, device, 1)[0])
+        if names and not fsdp: res |= _save_checked(model, d / "adapter.safetensors", examples, s, tok, device)
         res["result_path"] = str(write_json(res, d / "result.json"))
     return res
 
@@ -199,13 +234,9 @@ def probe(s:Settings, device="cpu") -> dict:
     "Adapt block 0 of a real model, train a few steps on a handful of rows, save, reload, compare logits."
     torch.manual_seed(s.seed)
     model, tok = load_model(s.model, ll.DTYPES[s.dtype], s.quant, device, s.seed)
-    rows = take(shuffled(load_rows(s.train_data, "train"), s.seed), s.max_train_samples)
-    examples, _ = encode_rows(tok, rows, s.steps * s.batch_size, s.max_len, verbose=False)
-    batch = _batches(examples, s, tok.pad_token_id, device, 1)[0]
-    names = ll.attach(model, ll.get_config(s.variant, **adapter_fields(s)),
-                      calibration_data=[batch] if ll.variant_class(s.variant).needs_calibration else None)
+    _, examples, _, _, names = _attach_for(s, model, tok, device, verbose=False)
     tr = train(model, examples, s.steps, s.batch_size, s.lr, tok.pad_token_id, s.weight_decay, s.warmup, s.clip, device, s.progress)
-    f = ll.save(model, Path(s.out) / f"probe__{s.variant}__{Path(str(s.model)).name}" / "adapter.safetensors")
-    res = {"variant": s.variant, "model": s.model, "targets": names, "losses": tr["losses"], "adapter": str(f), **reload_check(model, f, batch)}
+    path = Path(s.out) / f"probe__{s.variant}__{Path(str(s.model)).name}" / "adapter.safetensors"
+    res = {"variant": s.variant, "model": s.model, "targets": names, "losses": tr["losses"], **_save_checked(model, path, examples, s, tok, device)}
     res["ok"] = res["reload_max_diff"] == 0.0 and res["adapter_effect"] > 0
     return res

@@ -4,8 +4,7 @@
 
 # %% ../../nbs/91_bench_train.ipynb #79ea48d2
 from __future__ import annotations
-import math, os, re, tempfile, time
-from pathlib import Path
+import math, os, tempfile, time
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
@@ -14,8 +13,9 @@ from ..helpers import tiny_qwen3
 from .data import CharTokenizer, Unavailable, collate, need
 
 # %% auto #0
-__all__ = ['tiny_model', 'load_model', 'model_skeleton', 'check_targets', 'rank_world', 'init_distributed', 'requested_processes',
-           'fsdp_requested', 'block_classes', 'shard', 'loss_sum', 'cosine_schedule', 'train', 'rank_max_diff']
+__all__ = ['tiny_model', 'load_model', 'model_skeleton', 'check_targets', 'rank_world', 'init_distributed', 'launched_short',
+           'fsdp_requested', 'fsdp_plugin', 'block_classes', 'shard', 'loss_sum', 'cosine_schedule', 'train',
+           'rank_max_diff']
 
 # %% ../../nbs/91_bench_train.ipynb #d15efc00
 def tiny_model(vocab:int=128, hidden:int=128, n_layers:int=2, seed:int=0):
@@ -82,52 +82,49 @@ def rank_world() -> tuple:
     return (d.get_rank(), d.get_world_size()) if d.is_available() and d.is_initialized() else (0, 1)
 
 def init_distributed(device=None) -> tuple:
-    "Join the launcher's process group when WORLD_SIZE > 1 (gloo on CPU, nccl on GPU); returns (rank, world, device)."
-    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") or (device is not None and "cuda" not in str(device))
-    gpu = torch.cuda.is_available() and not cpu
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
-        if gpu:
-            device = device or f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-            torch.cuda.set_device(device)
-        torch.distributed.init_process_group("nccl" if gpu else "gloo")
-    return (*rank_world(), device or ("cuda" if gpu else "cpu"))
+    "Join the launcher's process group with accelerate's `PartialState` (torchrun or `accelerate launch`; gloo on CPU, nccl on GPU): (rank, world, device)."
+    from accelerate import PartialState
+    st = PartialState(cpu=not torch.cuda.is_available() or (device is not None and "cuda" not in str(device)))
+    return st.process_index, st.num_processes, device or str(st.device)
 
 # %% ../../nbs/91_bench_train.ipynb #17986ef0
-_NPROC = re.compile(r"^--(?:num[_-]processes|nproc[_-]per[_-]node)(?:=(\d+))?$")
-
-def requested_processes(env=None, launcher_args=None):
-    "The number of processes the launcher was asked for (ACCELERATE_NUM_PROCESSES, or its --num_processes), or None."
+def launched_short(env=None) -> bool:
+    "Did `accelerate launch` start one process where several were asked for (its one-process launcher, on a CPU without --multi_gpu)?"
     env = os.environ if env is None else env
-    if env.get("ACCELERATE_NUM_PROCESSES"): return int(env["ACCELERATE_NUM_PROCESSES"])
-    if launcher_args is None:
-        try: launcher_args = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError: return None
-    for i, a in enumerate(launcher_args):
-        if m := _NPROC.match(a):
-            v = m.group(1) or (launcher_args[i + 1] if i + 1 < len(launcher_args) else "")
-            if v.isdigit(): return int(v)
-    return None
+    from accelerate import PartialState
+    # that launcher sets MASTER_ADDR only for --num_processes > 1 and never WORLD_SIZE (torchrun sets both)
+    return "MASTER_ADDR" in env and "WORLD_SIZE" not in env and PartialState().num_processes == 1
 
 # %% ../../nbs/91_bench_train.ipynb #9a81056e
-def fsdp_requested(flag:bool=False, env=None) -> bool:
-    "Shard with FSDP2? The --fsdp flag, or an `accelerate launch` with an FSDP config (ACCELERATE_USE_FSDP=true)."
-    env = os.environ if env is None else env
-    return bool(flag) or env.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+def fsdp_requested(flag:bool=False) -> bool:
+    "Shard with FSDP2? The --fsdp flag, or an `accelerate launch` with an FSDP config (accelerate's flag, read by its `parse_flag_from_env`)."
+    if flag: return True
+    try: from accelerate.utils import parse_flag_from_env
+    except ImportError: return False                                      # no accelerate: not launched by it
+    return parse_flag_from_env("ACCELERATE_USE_FSDP")
 
-def block_classes(model, env=None) -> set:
-    "Class names of the modules to shard one by one: FSDP_TRANSFORMER_CLS_TO_WRAP (accelerate), else `_no_split_modules`."
-    env = os.environ if env is None else env
-    return set(filter(None, re.split(r"[,\s]+", env.get("FSDP_TRANSFORMER_CLS_TO_WRAP", "")))) or set(getattr(model, "_no_split_modules", None) or ())
+def fsdp_plugin():
+    "accelerate's FSDP settings for this launch (its `FullyShardedDataParallelPlugin` reads them), or None without accelerate."
+    try: from accelerate import FullyShardedDataParallelPlugin
+    except ImportError: return None
+    return FullyShardedDataParallelPlugin()
 
-def shard(model, env=None):
+def block_classes(model, plugin=None) -> set:
+    "Class names of the modules to shard one by one: accelerate's `transformer_cls_names_to_wrap`, else `_no_split_modules`."
+    names = getattr(plugin, "transformer_cls_names_to_wrap", None) or ()
+    if isinstance(names, str): names = names.split(",")
+    return {n.strip() for n in names if n.strip()} or set(getattr(model, "_no_split_modules", None) or ())
+
+def shard(model, plugin=None):
     "FSDP2 after `ll.attach`: `fully_shard` each decoder block (base and adapter), then the root (every rank calls it)."
     from torch.distributed.fsdp import fully_shard
-    env = os.environ if env is None else env
-    names = block_classes(model, env)
+    plugin = fsdp_plugin() if plugin is None else plugin
+    names = block_classes(model, plugin)
     blocks = [m for m in model.modules() if type(m).__name__ in names]
     if not blocks: raise ValueError(f"FSDP: {type(model).__name__} has no module of class {sorted(names)}; set accelerate's "
                                     "fsdp_transformer_layer_cls_to_wrap (FSDP_TRANSFORMER_CLS_TO_WRAP) to its decoder block's class")
-    kw = {"reshard_after_forward": env.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() != "false"}
+    reshard = getattr(plugin, "reshard_after_forward", None)
+    kw = {"reshard_after_forward": reshard is not False}                  # accelerate's default (None, v1 strategies): True
     for b in blocks: fully_shard(b, **kw)
     return fully_shard(model, **kw)
 
@@ -147,8 +144,19 @@ def cosine_schedule(opt, warmup:int, steps:int):
     return torch.optim.lr_scheduler.LambdaLR(opt, f)
 
 # %% ../../nbs/91_bench_train.ipynb #d54d8aac
-def train(model, examples:list, steps:int, batch_size:int, lr:float, pad_id:int, weight_decay:float=0.1, warmup:int=0,
-          clip:float=1.0, device="cpu", progress:bool=True) -> dict:
+def train(
+    model,                    # the adapted model (or its DDP/FSDP wrapper); only parameters with requires_grad train
+    examples:list,            # encoded examples (`input_ids`, `labels`), cycled over
+    steps:int,                # optimizer steps
+    batch_size:int,           # the global batch: each of the `world` processes takes every world-th example
+    lr:float,                 # AdamW's peak learning rate
+    pad_id:int,               # the tokenizer's padding id
+    weight_decay:float=0.1,   # AdamW's weight decay
+    warmup:int=0,             # linear warmup steps before the cosine decay to 0
+    clip:float=1.0,           # gradient norm clip
+    device="cpu",             # where the batches go
+    progress:bool=True,       # a progress bar on rank 0
+) -> dict:                    # losses per step, trained tokens, seconds, tokens/s
     "Train the model's trainable parameters for `steps` global batches of `examples` (cycled); returns losses and throughput."
     rank, world = rank_world()
     params = [p for p in model.parameters() if p.requires_grad]
