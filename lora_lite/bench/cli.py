@@ -8,7 +8,7 @@ import argparse, importlib, importlib.util, os, subprocess, sys
 from pathlib import Path
 import lora_lite as ll
 from .data import SOURCES, MissingExtra, Unavailable, need
-from .run import PRESETS, Settings, adapter_fields, flag, problems
+from .run import PRESETS, Settings, adapter_fields, smoke_fallback, flag, problems
 from .train import fsdp_requested
 
 # %% auto #0
@@ -96,7 +96,8 @@ def preflight(settings:list) -> list:
         try:
             cfg = ll.get_config(s.variant, **adapter_fields(s))
             if s.model not in skeletons: skeletons[s.model] = model_skeleton(s.model)
-            check_targets(skeletons[s.model], cfg)
+            try: check_targets(skeletons[s.model], cfg)
+            except ValueError as e: check_targets(skeletons[s.model], ll.get_config(s.variant, **(adapter_fields(s) | smoke_fallback(s, e, False))))
         except (ValueError, TypeError) as e: out.append(f"--variant {s.variant}: {e}")
     return out
 

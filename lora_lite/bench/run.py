@@ -16,8 +16,9 @@ from .train import load_model, rank_max_diff, rank_world, shard, train
 from .evaluate import evaluate, generation_speed
 
 # %% auto #0
-__all__ = ['PRESETS', 'LIMITS', 'POSITIVE', 'Settings', 'variant_defaults', 'flag', 'problems', 'adapter_fields', 'run_id',
-           'peak_memory', 'write_json', 'git_commit', 'reload_check', 'sharded_reload_check', 'run', 'probe']
+__all__ = ['PRESETS', 'LIMITS', 'POSITIVE', 'Settings', 'variant_defaults', 'flag', 'problems', 'adapter_fields',
+           'smoke_fallback', 'run_id', 'peak_memory', 'write_json', 'git_commit', 'reload_check',
+           'sharded_reload_check', 'run', 'probe']
 
 # %% ../../nbs/93_bench_run.ipynb #b2dac661
 PRESETS = {
@@ -124,6 +125,13 @@ def adapter_fields(s:Settings) -> dict:
     return {"r": s.r, "alpha": s.alpha} | dict(s.adapter) | ({"target_names": tuple(s.targets)} if s.targets else {}) | (
            {"layers": list(s.layers)} if s.layers is not None else {})
 
+def smoke_fallback(s:Settings, e:Exception, verbose:bool=True) -> dict:
+    "The small test config (`example`, less r/alpha/targets) of a variant whose defaults do not fit the smoke model; else raise `e`."
+    small = {k: v for k, v in ll.variant_class(s.variant).example.items() if k not in ("r", "alpha", "target_names")}
+    if s.preset != "smoke" or not small or set(small) <= set(s.adapter): raise e
+    if verbose: print(f"  {s.variant}: {e}\n  the smoke model is too small for these defaults: using the small test config {small}")
+    return small
+
 def run_id(s:Settings) -> str:
     "Folder name of a run: variant, model, rank/steps/batch, seed (and quantization)."
     m, q = Path(str(s.model)).name, f"_{s.quant}" if s.quant != "none" else ""
@@ -155,7 +163,11 @@ def _attach_for(s:Settings, model, tok, device, verbose:bool=True) -> tuple:
     cfg = ll.get_config(s.variant, **adapter_fields(s))
     calib = _batches(examples, s, tok.pad_token_id, device, s.calib_batches) if ll.variant_class(s.variant).needs_calibration else None
     torch.manual_seed(s.seed)                                              # same adapter init on every rank
-    return rows, examples, dropped, cfg, ll.attach(model, cfg, calibration_data=calib)
+    try: return rows, examples, dropped, cfg, ll.attach(model, cfg, calibration_data=calib)
+    except ValueError as e:                      # the smoke model is too small for some defaults (VB-LoRA: vectors of 256)
+        cfg = ll.get_config(s.variant, **(adapter_fields(s) | smoke_fallback(s, e, verbose)))
+        torch.manual_seed(s.seed)
+        return rows, examples, dropped, cfg, ll.attach(model, cfg, calibration_data=calib)
 
 def _save_checked(model, path, examples, s:Settings, tok, device) -> dict:
     "`ll.save` to `path`, then reload it into a copy and compare logits on the first batch: {adapter, reload_max_diff, adapter_effect}."
