@@ -85,7 +85,8 @@ def methods_paragraph() -> str:
     return (f"lora_lite is a small library of {len(vnb)} parameter-efficient fine-tuning methods — {'; '.join(groups)} — "
             "written so you can read and change them, and equal to PEFT where PEFT has the method. Each method is one "
             "notebook: the paper's idea, the math, the ~50 lines that implement it, and small checks that prove it. The "
-            "notebooks are exported to the `lora_lite` package you install.")
+            "notebooks are exported to the `lora_lite` package you install. Left out on purpose: LN-Tuning, the one method of "
+            "PEFT's published MetaMathQA comparison that adapts norm layers rather than linear ones (0.0 % on GSM8K there).")
 
 
 def paper_link(paper) -> str:
