@@ -13,13 +13,13 @@ import torch
 from torch import nn
 from safetensors import safe_open
 from safetensors.torch import save_file
-from .core import AdapterConfig, get_config
+from .core import AdapterConfig, get_config, variant_class, SHARED
 from .weights import is_linear_like, _bnb4_install
 from .helpers import atomic_write, hub_file
 from .attach import adapter_layers, adapter_config, _state, _build, _install, _refuse_nesting
 
 # %% ../nbs/08_adapter_file.ipynb #956c0f7f
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: tensors shared across layers stored once (`ll_shared.<name>`); 1 kept a copy per layer
 
 def _version() -> str:
     "The installed lora_lite version (package metadata; no import of the package face)."
@@ -32,8 +32,10 @@ def _full(t:torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if type(t).__name__ == "DTensor" else t
 
 def adapter_state(layers:dict) -> dict:
-    "{`<module>.<tensor>`: tensor} of adapter layers {module name: Variant}: the keys of the adapter file (live tensors, no copy)."
-    return {f"{n}.{k}": v for n, l in layers.items() for k, v in l.state_dict().items()}
+    "{`<module>.<tensor>`: tensor} of adapter layers {module name: Variant}, and `ll_shared.<name>` once for shared tensors: the file's keys (live tensors)."
+    own = {f"{n}.{k}": v for n, l in layers.items() for k, v in l.state_dict().items()}
+    sh = next(iter(layers.values())).__dict__.get("_shared")
+    return own if sh is None else own | {f"{SHARED}.{k}": v for k, v in sh.state_dict().items()}
 
 def full_adapter_state(model:nn.Module) -> dict:
     "{file key: tensor} of the attached adapter as `save` writes it, FSDP2 shards gathered whole (a collective: call on every rank)."
@@ -45,7 +47,8 @@ def save(model:nn.Module,   # a model carrying an adapter (`ll.attach` / `ll.loa
         ) -> Path:          # `path`
     "Write the attached adapter (tensors + config metadata) to one safetensors file, atomically; under FSDP2 call it on every rank (rank 0 writes)."
     cfg, names, layers = adapter_config(model), _state(model, "save")["names"], adapter_layers(model)
-    sharded = any(type(t).__name__ == "DTensor" for l in layers.values() for t in (*l.parameters(), *l.buffers()))
+    tensors = adapter_state(layers)
+    sharded = any(type(t).__name__ == "DTensor" for t in tensors.values())
     tensors = full_adapter_state(model)
     meta = {"format": "lora_lite", "format_version": str(FORMAT_VERSION), "lora_lite_version": _version(),
             "variant": cfg.variant, "config": json.dumps(cfg.to_dict()), "targets": json.dumps(names)}
@@ -94,16 +97,20 @@ def load(model:nn.Module,                  # the base model (no adapter attached
          subfolder:Optional[str]=None,     # folder inside the Hub repo
          filename:str="adapter.safetensors",   # the file's name inside a folder or repo
         ) -> AdapterConfig:                # the adapter's config, as attached
-    "Attach the adapter saved in `path` (a file, or a folder / Hub repo holding `filename`) and load its tensors; returns its config."
+    "Attach the adapter saved in `path` (a file, or a folder / Hub repo holding `filename`; older formats too) and load its tensors; returns its config."
     _refuse_nesting(model, "load")
     if not Path(path).is_file(): path = hub_file(path, filename, revision, subfolder)
     meta, tensors = read_adapter(path)
     cfg, names, ranks = _plan(meta, path)
+    version = int(meta.get("format_version", "0"))
     if missing := [n for n in names if not isinstance(_get(model, n), nn.Module) or not is_linear_like(_get(model, n))]:
         raise ValueError(f"{path} adapts modules this model has no linear layer at: {missing[:5]}; was it saved from another model?")
     with torch.inference_mode(False):
         layers = _build(model, cfg, names, ranks)
         want = adapter_state(layers)
+        if version < FORMAT_VERSION:                       # an older layout (format 1: a copy of each shared tensor per layer)
+            try: tensors = variant_class(cfg.variant).upgrade_state(layers, tensors, version)
+            except ValueError as e: raise ValueError(f"{path} (format {version}): {e}") from None
         if set(want) != set(tensors):
             extra, lack = sorted(set(tensors) - set(want)), sorted(set(want) - set(tensors))
             raise ValueError(f"{path}: its tensors don't match a {cfg.variant!r} adapter on these modules: "

@@ -10,7 +10,7 @@ __all__ = ['ADAPTER', 'block_index', 'find_targets', 'is_attached', 'adapter_lay
 import copy, dataclasses, inspect, math, re, warnings, weakref
 import torch
 from torch import nn
-from .core import AdapterConfig, Variant, variant_class
+from .core import AdapterConfig, Variant, variant_class, SHARED, SharedTensors, share_tensors
 from .weights import is_linear_like, linear_dims, _bnb4_install, _bnb4_uninstall
 from .cache import clear_cache
 from .calibrate import capture
@@ -75,7 +75,7 @@ def _refuse_nesting(model, what):
         st = model._lora_lite
         raise RuntimeError(f"{what}: model already has a lora_lite adapter ({st['cfg'].variant} on {len(st['names'])} modules); "
                            "call ll.detach(model) first.")
-    inner = [n for n, m in model.named_modules() if n and (is_attached(m) or isinstance(m, Variant))]
+    inner = [n for n, m in model.named_modules() if n and (is_attached(m) or isinstance(m, (Variant, SharedTensors)))]
     outer = [type(root).__name__ for root in list(_ATTACHED) if root is not model and any(m is model for m in root.modules())]
     if inner or outer:
         where = f"its submodule {inner[0]!r}" if inner else f"a {outer[0]} that contains it"
@@ -84,7 +84,7 @@ def _refuse_nesting(model, what):
 
 # %% ../nbs/01_attach.ipynb #0a70420e
 def _build(model, cfg, names, ranks=None) -> dict:
-    "Create (not install) one adapter per target name: rank/alpha from the patterns; `bias=` if the variant's constructor takes it."
+    "Create (not install) one adapter per target name (rank/alpha from the patterns; `bias=` if the variant's constructor takes it) and their shared tensors."
     V, ranks, layers = variant_class(cfg.variant), ranks or {}, {}
     for n in names:
         m = model.get_submodule(n)
@@ -92,10 +92,11 @@ def _build(model, cfg, names, ranks=None) -> dict:
         V.check_layer(cfg, d_in, d_out, n)
         bias = {"bias": getattr(m, "bias", None) is not None} if "bias" in inspect.signature(V).parameters else {}   # GLoRA
         layers[n] = V(cfg, d_in, d_out, r=ranks.get(n, cfg.rank_for(n)), alpha=cfg.alpha_for(n), device=m.weight.device, name=n, **bias)
+    share_tensors(layers, device=model.get_submodule(names[0]).weight.device)   # one copy, linked from every layer
     return layers
 
 def _install(model, cfg, layers, bnb4):
-    "Freeze the base, add the adapters as children and hook them. Nothing here can fail on a valid build."
+    "Freeze the base, add the adapters as children and hook them, the shared tensors as one child of the root. Can't fail on a valid build."
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     for p in model.parameters(): p.requires_grad_(False)
     for n, layer in layers.items():
@@ -104,7 +105,8 @@ def _install(model, cfg, layers, bnb4):
         layer.bind(m)
         if layer.hook in ("input", "both"): m.register_forward_pre_hook(_in_hook)
         if layer.hook in ("output", "both"): m.register_forward_hook(_out_hook)
-    model._lora_lite = {"cfg": cfg, "names": list(layers), "requires_grad": flags, "bnb4": bnb4}
+    if (sh := next(iter(layers.values())).__dict__.get("_shared")) is not None: model.add_module(SHARED, sh.train(model.training))
+    model._lora_lite = {"cfg": cfg, "names": list(layers), "requires_grad": flags, "bnb4": bnb4, "shared": sh is not None}
     _ATTACHED.add(model)
 
 # %% ../nbs/01_attach.ipynb #e329573e
@@ -149,7 +151,7 @@ def attach(model:nn.Module,         # any model with linear-like layers (e.g. a 
 # %% ../nbs/01_attach.ipynb #6f601958
 def detach(model:nn.Module,   # a model carrying an adapter
           ) -> nn.Module:      # the same model, exactly as it was before `attach` / `load`
-    "Remove the adapter: hooks, adapter children (and their cached values), and the base's original `requires_grad` flags."
+    "Remove the adapter: hooks, adapter children (and their cached values), shared tensors, and the base's original `requires_grad` flags."
     st = _state(model, "detach")
     for n in st["names"]:
         m = model.get_submodule(n)
@@ -157,6 +159,7 @@ def detach(model:nn.Module,   # a model carrying an adapter
         for hooks in (m._forward_hooks, m._forward_pre_hooks):
             for k in [k for k, f in hooks.items() if f in (_out_hook, _in_hook)]: del hooks[k]
         delattr(m, ADAPTER)
+    if st["shared"]: delattr(model, SHARED)
     for n, p in model.named_parameters(): p.requires_grad_(st["requires_grad"].get(n, p.requires_grad))
     _bnb4_uninstall(model, st["bnb4"])
     del model._lora_lite
@@ -181,6 +184,7 @@ def set_knob(model:nn.Module, **knobs) -> dict:
 def adapter_config(model:nn.Module) -> AdapterConfig:
     "The attached adapter's config as it is now: current knob values and the adapter tensors' dtype."
     st, layers = _state(model, "adapter_config"), list(adapter_layers(model).values())
-    ts = [t for l in layers for t in (*l.parameters(), *l.buffers()) if t.is_floating_point()]
+    sh = [s for s in (layers[0].__dict__.get("_shared"),) if s is not None]
+    ts = [t for l in (*layers, *sh) for t in (*l.parameters(), *l.buffers()) if t.is_floating_point()]
     now = {k: getattr(layers[0], k) for k in type(layers[0]).knobs}
     return dataclasses.replace(st["cfg"], **now, **({"dtype": ts[0].dtype} if ts else {}))

@@ -18,12 +18,15 @@ register_optimizer_step_post_hook(lambda opt, args, kwargs: _STEPS.__setitem__(0
 
 def grad_wanted(layer:nn.Module) -> bool:
     "True while autograd records and a tensor of `layer` needs a gradient: its parameter-only work must then stay live."
-    return torch.is_grad_enabled() and any(t.requires_grad for t in (*layer.parameters(recurse=False), *layer.buffers(recurse=False)))
+    sh = layer.__dict__.get("_shared")                                  # the adapter's shared tensors (trained ones too)
+    return torch.is_grad_enabled() and any(t.requires_grad for t in (*layer.parameters(recurse=False), *layer.buffers(recurse=False),
+                                                                       *(() if sh is None else sh._parameters.values())))
 
 def _reads(layer:nn.Module) -> list:
-    "The tensors `layer`'s cached work may read: its own parameters and buffers, and its bound base layer's (`_base`)."
-    base = layer.__dict__.get("_base")
+    "The tensors `layer`'s cached work may read: its own parameters and buffers, the shared ones (`shared`), its bound base layer's (`_base`)."
+    base, sh = layer.__dict__.get("_base"), layer.__dict__.get("_shared")
     own = [t for t in (*layer._parameters.values(), *layer._buffers.values()) if t is not None]   # runs every decode step: no generators
+    if sh is not None: own += [t for t in (*sh._parameters.values(), *sh._buffers.values()) if t is not None]
     return own if base is None else own + weight_tensors(base)
 
 # %% ../nbs/07_cache.ipynb #cfc17f29

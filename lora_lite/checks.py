@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from .helpers import tiny_qwen3
-from .core import AdapterConfig, dense_weight, variant_class
+from .core import AdapterConfig, dense_weight, variant_class, share_tensors, SHARED
 from .attach import attach, detach, adapter_layers, is_attached
 from .adapter_file import save, load
 
@@ -114,7 +114,8 @@ def check_variant(cfg:AdapterConfig, model:Optional[nn.Module]=None, x:Optional[
     assert worst <= dense_atol, f"hooked output vs layer.reference (F.linear(x, W + ΔW, b) by default): max |diff| {worst:.2e} > {dense_atol:.0e}"
     # 3. one training step changes only adapter tensors
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all(".ll_adapter." in n for n in trainable), f"non-adapter trainable params: {[n for n in trainable if '.ll_adapter.' not in n][:3]}"
+    ours = lambda n: ".ll_adapter." in n or n.startswith(f"{SHARED}.")                  # a layer's, or the shared ones
+    assert trainable and all(map(ours, trainable)), f"non-adapter trainable params: {[n for n in trainable if not ours(n)][:3]}"
     before = {n: p.detach().clone() for n, p in trainable.items()}
     model.train()
     opt = torch.optim.AdamW(trainable.values(), lr=1e-2)
@@ -146,10 +147,11 @@ QWEN3_0P6B = dict(q_proj=(1024, 2048), k_proj=(1024, 1024), v_proj=(1024, 1024),
                   gate_proj=(1024, 3072), up_proj=(1024, 3072), down_proj=(3072, 1024))   # name: (d_in, d_out)
 
 def qwen3_params(cfg:AdapterConfig, n_blocks:int=28) -> int:
-    "Trainable parameters of `cfg`'s adapter on Qwen3-0.6B's layers that its target_names select, from the variant's shapes."
-    V, n = variant_class(cfg.variant), 0
-    for mod, (d_in, d_out) in QWEN3_0P6B.items():
-        name = f"model.layers.0.{'mlp' if mod in ('gate_proj', 'up_proj', 'down_proj') else 'self_attn'}.{mod}"   # per-module behaviour (IA3, BD-LoRA)
-        if any(re.search(p, mod) for p in cfg.target_names):
-            with torch.device("meta"): n += sum(p.numel() for p in V(cfg, d_in, d_out, name=name).parameters())
-    return n_blocks * n
+    "Trainable parameters of `cfg`'s adapter on Qwen3-0.6B's layers that its target_names select, from the variant's shapes (shared ones once)."
+    V, layers = variant_class(cfg.variant), {}
+    for b in range(n_blocks):
+        for mod, (d_in, d_out) in QWEN3_0P6B.items():
+            name = f"model.layers.{b}.{'mlp' if mod in ('gate_proj', 'up_proj', 'down_proj') else 'self_attn'}.{mod}"   # per-module behaviour (IA3, BD-LoRA)
+            if any(re.search(p, mod) for p in cfg.target_names): layers[name] = V(cfg, d_in, d_out, device="meta", name=name)
+    sh = share_tensors(layers, device="meta") if layers else None
+    return sum(p.numel() for m in (*layers.values(), *([sh] if sh is not None else [])) for p in m.parameters())

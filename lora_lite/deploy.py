@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 from torch import nn
 from .weights import dense_weight, _is_bnb, _is_conv1d, _is_quantized, _merge_dtype, _numel
+from .core import SHARED
 from .attach import ADAPTER, adapter_layers, adapter_config
 from .adapter_file import full_adapter_state  # noqa: F401 (re-exported: FSDP scripts import it from deploy)
 
@@ -32,7 +33,7 @@ def merged_state_dict(model:nn.Module) -> dict:
     "The base model's state dict with W + ΔW (and b + Δb) in every adapted layer; no adapter keys; `model` is not changed."
     layers = adapter_layers(model)
     _refuse_inside_merged(model, "merged_state_dict")
-    sd = {k: v for k, v in model.state_dict().items() if ADAPTER not in k.split(".")}
+    sd = {k: v for k, v in model.state_dict().items() if ADAPTER not in k.split(".") and k.split(".")[0] != SHARED}
     quant = [n for n, m in model.named_modules() if _is_quantized(m)]
     with torch.no_grad():
         for n in dict.fromkeys([*layers, *quant]):                  # adapted layers, then the other quantized ones
@@ -165,7 +166,7 @@ class Summary:
     def head(self) -> str: return f"trainable params: {self.trainable:,} || all params: {self.total:,} || trainable%: {100 * self.share:.4f}"
     def table(self, max_rows:Optional[int]=None) -> list:
         "Header + rows as lists of strings (the middle elided past `max_rows`)."
-        rows = [[r["module"], r["variant"], "—" if r["r"] is None else str(r["r"]), f"{r['trainable']:,}", "×".join(map(str, r["delta_shape"]))] for r in self.rows]
+        rows = [[r["module"], r["variant"], "—" if r["r"] is None else str(r["r"]), f"{r['trainable']:,}", "×".join(map(str, r["delta_shape"])) or "(shared)"] for r in self.rows]
         if max_rows and len(rows) > max_rows: rows = rows[:max_rows // 2] + [["…"] * 5] + rows[-(max_rows // 2):]
         return [["module", "variant", "r", "trainable", "ΔW shape"], *rows]
     def __repr__(self, max_rows:int=24) -> str:
@@ -180,9 +181,11 @@ class Summary:
 
 # %% ../nbs/05_deploy.ipynb #46cc8023
 def summary(model:nn.Module) -> Summary:
-    "Trainable parameters, their share of all parameters, and per adapted module: variant, rank, trainable count, ΔW shape."
+    "Trainable parameters, their share of all parameters, and per adapted module: variant, rank, trainable count, ΔW shape (shared tensors: one row)."
     layers = adapter_layers(model)
     rows = [dict(module=n, variant=l.cfg.variant, r=l.r if l.has_rank else None, trainable=sum(p.numel() for p in l.parameters() if p.requires_grad),
                  delta_shape=(l.d_out, l.d_in)) for n, l in layers.items()]
+    if (sh := getattr(model, SHARED, None)) is not None:      # counted once, not per layer
+        rows.append(dict(module=SHARED, variant=rows[0]["variant"], r=None, trainable=sum(p.numel() for p in sh.parameters() if p.requires_grad), delta_shape=()))
     return Summary(adapter_config(model).variant, trainable=sum(_numel(p) for p in model.parameters() if p.requires_grad),
                    total=sum(_numel(p) for p in model.parameters()), rows=rows)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from safetensors import safe_open
 from safetensors.torch import save_file
-from .core import VARIANTS, Variant, is_linear_like, linear_dims
+from .core import VARIANTS, Variant, is_linear_like, linear_dims, SHARED
 from typing import Optional
 from .helpers import atomic_write, peft_matches, hub_file, peft_key, lora_to_peft
 from .attach import attach, detach, adapter_layers, adapter_config, block_index, _state, _refuse_nesting
@@ -140,11 +140,12 @@ def from_peft(model:nn.Module, peft_dir, revision:Optional[str]=None, subfolder:
     attach(model, cfg)
     try:
         L = adapter_layers(model)
+        if (sh := getattr(model, SHARED, None)) is not None: L[SHARED] = sh   # values of shared tensors come under "ll_shared"
         for n, layer in L.items():
             own = dict(layer.named_parameters()) | dict(layer.named_buffers())
             if lack := [k for k, _ in layer.named_parameters() if k not in values.get(n, {})]:
                 raise ValueError(f"{d}: no value for {n}.{lack[0]} in this {pc['peft_type']} adapter.")
-            for k, v in values[n].items():
+            for k, v in values.get(n, {}).items():
                 if v.shape != own[k].shape:
                     raise ValueError(f"{d}: {n}.{k} has shape {tuple(v.shape)}, this model needs {tuple(own[k].shape)}: "
                                      "was the adapter made for another base model?")

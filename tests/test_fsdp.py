@@ -14,7 +14,10 @@ from conftest import tiny_qwen3
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
 WORLD, STEPS, LR = 2, 3, 1e-2
 # an output hook, one that calls its base layer inside the hook (DoRA), and an input pre-hook with a cached rotation (OFT)
-CFGS = {"lora": ll.LoRAConfig(r=4), "dora": ll.DoRAConfig(r=4), "oft": ll.get_config("oft", target_names=("q_proj", "v_proj"))}
+# and tensors shared across layers (the root's ll_shared child): VeRA's frozen pair, and a toy with a shared trained matrix
+from test_shared import ToyShared, ToySharedConfig
+CFGS = {"lora": ll.LoRAConfig(r=4), "dora": ll.DoRAConfig(r=4), "oft": ll.get_config("oft", target_names=("q_proj", "v_proj")),
+        "vera": ll.VeraConfig(r=16), "toy_shared": ToySharedConfig()}
 try: import bitsandbytes  # QLoRA-style: a 4-bit nf4 base stored in fp32 words (bnb_4bit_quant_storage), so FSDP can shard it
 except ImportError: bitsandbytes = None
 if bitsandbytes is not None: CFGS["lora_nf4"] = ll.LoRAConfig(r=4)
@@ -48,8 +51,8 @@ def evaluate(m):
 
 def train(m, rank=0, world=1):
     "STEPS AdamW steps, each on this rank's slice of the global batch; eval logits (no_grad) before and after each step."
-    evals = [evaluate(m)]
-    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=LR)
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=LR)   # before any forward: FSDP2 leaves the
+    evals = [evaluate(m)]                                  # root's parameters (ll_shared's) unsharded after one until a backward
     for ids in BATCHES:
         part = ids.chunk(world)[rank]
         m(input_ids=part, labels=part).loss.backward()
@@ -81,6 +84,14 @@ def _worker(rank, port, out):
     dist.destroy_process_group()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def toy_registered():
+    "The toy shared-tensor method is registered for this file only (other tests iterate the registry)."
+    ll.VARIANTS["toy_shared"] = ToyShared
+    yield
+    ll.VARIANTS.pop("toy_shared", None)
+
+
 @pytest.fixture(scope="module")
 def fsdp_run():
     out = tempfile.mkdtemp()
@@ -97,7 +108,7 @@ def test_fsdp_training_equals_one_process(fsdp_run, name):
     out, res = fsdp_run
     single = fresh(name)
     evals = train(single)                                                 # one process, the whole global batch
-    want = {f"{n}.{k}": v for n, l in ll.adapter_layers(single).items() for k, v in l.state_dict().items()}
+    want = ll.adapter_state(ll.adapter_layers(single))                     # shared tensors once, as ll_shared.<name>
     for rank, r in enumerate(res):
         r = r[name]
         assert set(r["sharded"]) == {"DTensor"}, f"adapter parameters were not sharded: {r['sharded']}"

@@ -30,6 +30,7 @@ def test_bases_equal_peft_bit_for_bit(kw):
     pm = peft.get_peft_model(tiny_qwen3(), peft.RandLoraConfig(target_modules=QV, **kw))
     A, B = _peft_bases(pm)
     m = tiny_qwen3(); ll.attach(m, ll.RandLoraConfig(**kw))
+    assert torch.equal(m.ll_shared.A, A) and torch.equal(m.ll_shared.B, B)      # stored once, in PEFT's shapes
     for n, l in ll.adapter_layers(m).items():
         a, b = l.slices(A, B)
         assert torch.equal(l.A, a) and torch.equal(l.B, b), n
@@ -84,6 +85,7 @@ def test_from_peft_reproduces_peft_logits_and_round_trips(ids, tmp_path, kw):
     fresh = tiny_qwen3(); ll.from_peft(fresh, tmp_path / "q")
     for (n, a), b in zip(ll.adapter_layers(base).items(), ll.adapter_layers(fresh).values()):
         for k, t in a.state_dict().items(): assert torch.equal(t, b.state_dict()[k]), (n, k)
+    for k, t in base.ll_shared.state_dict().items(): assert torch.equal(t, fresh.ll_shared.state_dict()[k]), k
     with torch.no_grad(): assert torch.equal(fresh(ids).logits, ours)
 
 
@@ -124,7 +126,8 @@ def test_export_refuses_bases_not_from_the_seed(tmp_path):
     m = tiny_qwen3(); ll.attach(m, ll.RandLoraConfig(r=8))
     layer = ll.adapter_layers(m)["model.layers.1.self_attn.v_proj"]
     with torch.no_grad(): layer.B[0, 0] += 1
-    with pytest.raises(ValueError, match="model.layers.1.self_attn.v_proj"): ll.to_peft(m, tmp_path / "p")
+    assert all(l.B.data_ptr() == m.ll_shared.B.data_ptr() for l in ll.adapter_layers(m).values())   # every layer's view of one copy
+    with pytest.raises(ValueError, match="projection_prng_key=0"): ll.to_peft(m, tmp_path / "p")
 
 
 def test_decode_caches_dense_delta_and_stays_fresh(ids):

@@ -10,7 +10,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool, cached, grad_wanted
+from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool, cached, grad_wanted, gather_copies
 from ..helpers import peft_key
 
 # %% auto #0
@@ -56,9 +56,11 @@ def randlora_bases(cfg:RandLoraConfig, D_in:int, D_out:int) -> tuple:
     return (A / A.std()).float(), (B / B.std()).float()
 
 # %% ../../nbs/61_randlora.ipynb #19fc79b8
+def _widest(layers:dict) -> tuple: return max(l.d_in for l in layers.values()), max(l.d_out for l in layers.values())
+
 @register
 class RandLora(Variant):
-    "Full-rank ΔW = s·B·U from frozen shared random bases; trains Λ (r, N) and Γ (N, m); a forward hook."
+    "Full-rank ΔW = s·B·U from frozen random bases shared by every layer (stored once); trains Λ (r, N) and Γ (N, m); a forward hook."
     config_cls = RandLoraConfig
     paper = ("2502.00987", "RandLoRA: Full-rank parameter-efficient fine-tuning of large models")
     bench = {"lr": 1e-4, "r": 32, "alpha": 640.0}   # PEFT's MetaMathQA RandLoRA experiment (default config, lr 1e-4)
@@ -69,20 +71,25 @@ class RandLora(Variant):
     @property
     def N(self): return n_bases(self.m, self.r)
     def param_shapes(self): return {"lam": (self.r, self.N), "gamma": (self.N, self.m)}
-    def buffer_shapes(self): return {"A": (self.r, self.m), "B": (max(self.d_in, self.d_out), self.N * self.r)}
+    @classmethod
+    def shared_shapes(cls, cfg, layers):             # PEFT's bases for the widest targets: A (r, 1, m_max), B (M_max, N_max, r)
+        m, M = min(_widest(layers)), max(_widest(layers))
+        return {"A": ((cfg.r, 1, m), False), "B": ((M, n_bases(m, cfg.r), cfg.r), False)}
 
     def slices(self, A, B) -> tuple:
-        "This layer's (A (r, m), B (M, N·r)) cut from the shared bases."
+        "This layer's (A (r, m), B (M, N·r)) cut from bases shaped as PEFT's (views, no copies)."
         return A[:, 0, :self.m], B[:max(self.d_in, self.d_out), :self.N].flatten(1)
+    @property
+    def A(self): return self.shared.A[:, 0, :self.m]                                   # (r, m)
+    @property
+    def B(self): return self.shared.B[:max(self.d_in, self.d_out), :self.N].flatten(1)  # (M, N·r)
 
     @classmethod
     @torch.no_grad()
     def init_all(cls, layers, modules):
-        cfg = next(iter(layers.values())).cfg
-        A, B = randlora_bases(cfg, max(l.d_in for l in layers.values()), max(l.d_out for l in layers.values()))
-        for l in layers.values():
-            a, b = l.slices(A, B)
-            l.A.copy_(a); l.B.copy_(b); l.lam.zero_(); l.gamma.fill_(1 / max(l.N, l.m))
+        l0 = next(iter(layers.values()))
+        for t, drawn in zip((l0.shared.A, l0.shared.B), randlora_bases(l0.cfg, *_widest(layers))): t.copy_(drawn)
+        for l in layers.values(): l.lam.zero_(); l.gamma.fill_(1 / max(l.N, l.m))
 
     def init(self, module): type(self).init_all({"": self}, {"": module})
 
@@ -91,7 +98,7 @@ class RandLora(Variant):
         return ((self.lam[:, :, None] * self.gamma[None]) * self.A[:, None, :]).flatten(0, 1)
 
     def forward(self, x, y):
-        x = F.dropout(x.to(self.A.dtype), self.cfg.randlora_dropout, self.training)
+        x = F.dropout(x.to(self.lam.dtype), self.cfg.randlora_dropout, self.training)
         if not grad_wanted(self) and self.N * self.r * (self.d_in + self.d_out) > self.d_in * self.d_out:
             return (y + F.linear(x, cached(self, "dW", lambda: self.delta_weight(None)))).to(y.dtype)   # inference: ΔW is smaller
         U = cached(self, "U", self.U)                                # (r·N, m)
@@ -103,15 +110,25 @@ class RandLora(Variant):
         BU = self.B @ self.U()                                       # (M, m)
         return self.scale * (BU if self.d_in <= self.d_out else BU.T)   # (d_out, d_in)
 
+    @classmethod
+    @torch.no_grad()
+    def upgrade_state(cls, layers, tensors, version):
+        "Format 1 kept each layer's slices `<module>.A` / `.B`: they become the one pair of bases (entries no layer reads: the seeded draw)."
+        l0 = next(iter(layers.values()))
+        for t, drawn in zip((l0.shared.A, l0.shared.B), randlora_bases(l0.cfg, *_widest(layers))): t.copy_(drawn)
+        tensors = gather_copies(layers, tensors, "A", lambda l, t: l.slices(t, l0.shared.B)[0])
+        return gather_copies(layers, tensors, "B", lambda l, t: l.slices(l0.shared.A, t)[1])
+
 # %% ../../nbs/61_randlora.ipynb #76414682
 @torch.no_grad()
 def _peft_export(cls, cfg, layers, modules):
-    A, B = randlora_bases(cfg, max(l.d_in for l in layers.values()), max(l.d_out for l in layers.values()))
+    A, B = randlora_bases(cfg, *_widest(layers))
+    sh = next(iter(layers.values())).shared
+    if not all(torch.equal(mine, drawn.to(mine)) for mine, drawn in ((sh.A, A), (sh.B, B))):
+        raise ValueError(f"randlora: the frozen bases are not the draw of projection_prng_key={cfg.projection_prng_key}, "
+                         "so the adapter can't be written as PEFT's shared randlora_A / randlora_B.")
     t = {}
     for n, l in layers.items():
-        if not all(torch.equal(mine, drawn.to(mine)) for mine, drawn in zip((l.A, l.B), l.slices(A, B))):
-            raise ValueError(f"randlora: {n}'s frozen bases are not the draw of projection_prng_key={cfg.projection_prng_key}, "
-                             "so the adapter can't be written as PEFT's shared randlora_A / randlora_B.")
         t |= {peft_key(n, "randlora_lambda"): l.lam, peft_key(n, "randlora_gamma"): l.gamma}
         if cfg.save_projection: t |= {peft_key(n, "randlora_A"): A, peft_key(n, "randlora_B"): B}
     if cfg.save_projection: t |= {"base_model.randlora_A": A, "base_model.randlora_B": B}
@@ -126,11 +143,11 @@ def _peft_import(cls, pc, dims, tensors, dtype):
                          target_names=[f"^{re.escape(n)}$" for n in dims], exclude_names=(), dtype=dtype)
     A, B = tensors.pop("base_model.randlora_A", None), tensors.pop("base_model.randlora_B", None)
     out = {}
-    for n, (d_in, d_out) in dims.items():
+    for n in dims:
         out[n] = {"lam": tensors.pop(peft_key(n, "randlora_lambda")), "gamma": tensors.pop(peft_key(n, "randlora_gamma"))}
-        a, b = tensors.pop(peft_key(n, "randlora_A"), A), tensors.pop(peft_key(n, "randlora_B"), B)
-        if a is not None:                      # else: init_all's seeded draw, which is what PEFT does
-            out[n] |= dict(zip(("A", "B"), RandLora(cfg, d_in, d_out, device="meta").slices(a, b)))
+        a, b = tensors.pop(peft_key(n, "randlora_A"), None), tensors.pop(peft_key(n, "randlora_B"), None)   # PEFT's per-layer copies
+        A, B = (a, b) if A is None else (A, B)
+    if A is not None: out["ll_shared"] = {"A": A, "B": B}    # else: init_all's seeded draw, which is what PEFT does
     return cfg, out
 
 RandLora.peft_export, RandLora.peft_import = classmethod(_peft_export), classmethod(_peft_import)

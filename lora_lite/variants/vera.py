@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 import torch
 import torch.nn.functional as F
-from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool
+from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool, gather_copies
 from ..helpers import peft_key
 
 # %% auto #0
@@ -48,51 +48,51 @@ def vera_projections(cfg:VeraConfig, d_in:int, d_out:int) -> tuple:
 # %% ../../nbs/60_vera.ipynb #cc2a471a
 @register
 class Vera(Variant):
-    "Frozen shared random A, B; trains the vectors λ_d (r) and λ_b (d_out); applied as a forward hook."
+    "Frozen shared random A, B (stored once); trains the vectors λ_d (r) and λ_b (d_out); applied as a forward hook."
     config_cls = VeraConfig
     paper = ("2310.11454", "VeRA: Vector-based Random Matrix Adaptation")
     bench = {"lr": 1e-4, "r": 256}            # PEFT's MetaMathQA VeRA experiment (default VeraConfig, lr 1e-4)
     results = {"PEFT · Llama-3.2-3B": 35.4}
     peft_type = "VERA"
     def param_shapes(self): return {"lambda_b": (self.d_out,), "lambda_d": (self.r,)}
-    def buffer_shapes(self): return {"A": (self.r, self.d_in), "B": (self.d_out, self.r)}
+    @classmethod
+    def shared_shapes(cls, cfg, layers):      # one frozen pair for the widest layers: 𝒜 (r, D_in), ℬ (D_out, r)
+        return {"A": ((cfg.r, max(l.d_in for l in layers.values())), False), "B": ((max(l.d_out for l in layers.values()), cfg.r), False)}
+    @property
+    def A(self): return self.shared.A[:, :self.d_in]      # (r, d_in): a view of the shared 𝒜
+    @property
+    def B(self): return self.shared.B[:self.d_out]        # (d_out, r): a view of the shared ℬ
 
     @classmethod
     @torch.no_grad()
     def init_all(cls, layers, modules):
-        cfg = next(iter(layers.values())).cfg
-        A, B = vera_projections(cfg, max(l.d_in for l in layers.values()), max(l.d_out for l in layers.values()))
-        for l in layers.values():
-            l.A.copy_(A[:, :l.d_in]); l.B.copy_(B[:l.d_out])
-            l.lambda_d.fill_(cfg.d_initial); l.lambda_b.zero_()
+        l0 = next(iter(layers.values()))
+        for t, drawn in zip((l0.shared.A, l0.shared.B), vera_projections(l0.cfg, l0.shared.A.shape[1], l0.shared.B.shape[0])): t.copy_(drawn)
+        for l in layers.values(): l.lambda_d.fill_(l.cfg.d_initial); l.lambda_b.zero_()
 
     def init(self, module): type(self).init_all({"": self}, {"": module})
 
     def forward(self, x, y):
-        x = F.dropout(x.to(self.A.dtype), self.cfg.vera_dropout, self.training)
+        x = F.dropout(x.to(self.lambda_d.dtype), self.cfg.vera_dropout, self.training)
         h = self.lambda_d * (x @ self.A.T)                        # (..., r)
         return (y + self.lambda_b * (h @ self.B.T)).to(y.dtype)   # (..., d_out)
 
     def delta_weight(self, module):
         return (self.lambda_b[:, None] * self.B) @ (self.lambda_d[:, None] * self.A)   # (d_out, d_in)
 
-# %% ../../nbs/60_vera.ipynb #b73d42af
-def _widest(layers:dict) -> tuple:
-    "The shared (A, B) rebuilt from the layers' slices; ValueError if the slices are not cut from one pair."
-    A = max(layers.values(), key=lambda l: l.d_in).A
-    B = max(layers.values(), key=lambda l: l.d_out).B
-    for n, l in layers.items():
-        if not (torch.equal(l.A, A[:, :l.d_in]) and torch.equal(l.B, B[:l.d_out])):
-            raise ValueError(f"vera: {n}'s frozen A/B are not slices of the shared pair the other layers use, so the "
-                             "adapter can't be written as PEFT's single vera_A / vera_B.")
-    return A, B
+    @classmethod
+    def upgrade_state(cls, layers, tensors, version):
+        "Format 1 kept each layer's slices `<module>.A` / `.B`: they become the one shared pair."
+        for k in ("A", "B"): tensors = gather_copies(layers, tensors, k, lambda l, t, k=k: t[:, :l.d_in] if k == "A" else t[:l.d_out])
+        return tensors
 
+# %% ../../nbs/60_vera.ipynb #b73d42af
 @torch.no_grad()
 def _peft_export(cls, cfg, layers, modules):
-    A, B = _widest(layers)
+    sh = next(iter(layers.values())).shared                 # the one pair, sized as PEFT sizes vera_A / vera_B
     t = {peft_key(n, k): getattr(l, ours) for n, l in layers.items() for k, ours in (("vera_lambda_b", "lambda_b"), ("vera_lambda_d", "lambda_d"))}
-    if cfg.save_projection: t |= {"base_model.vera_A": A, "base_model.vera_B": B}
-    elif not all(torch.equal(a.to(A), b) for a, b in zip(vera_projections(cfg, A.shape[1], B.shape[0]), (A, B))):
+    if cfg.save_projection: t |= {"base_model.vera_A": sh.A, "base_model.vera_B": sh.B}
+    elif not all(torch.equal(a.to(b), b) for a, b in zip(vera_projections(cfg, sh.A.shape[1], sh.B.shape[0]), (sh.A, sh.B))):
         raise ValueError("vera: save_projection=False, but the frozen A/B are not the seeded draw PEFT would make: export "
                          "with save_projection=True.")
     return dict(peft_type="VERA", r=cfg.r, projection_prng_key=cfg.projection_prng_key, save_projection=cfg.save_projection,
@@ -107,7 +107,8 @@ def _peft_import(cls, pc, dims, tensors, dtype):
            for n in dims}
     A, B = tensors.pop("base_model.vera_A", None), tensors.pop("base_model.vera_B", None)
     if A is not None:                          # else: init_all's seeded draw, which is what PEFT does
-        for n, (d_in, d_out) in dims.items(): out[n] |= {"A": A[:, :d_in], "B": B[:d_out]}
+        D_in, D_out = max(d for d, _ in dims.values()), max(d for _, d in dims.values())
+        out["ll_shared"] = {"A": A[:, :D_in], "B": B[:D_out]}
     return cfg, out
 
 Vera.peft_export, Vera.peft_import = classmethod(_peft_export), classmethod(_peft_import)
