@@ -15,7 +15,8 @@ TARGETS = (r"proj",)   # all seven projections of each block, 14 layers, incl. b
 SMALL = dict(lora=dict(r=8), pissa=dict(r=8), dora=dict(r=8), delora=dict(r=8), ia3=dict(feedforward_modules=("gate_proj", "up_proj", "down_proj")), ia3_ff={}, eva=dict(r=8),
              hra=dict(r=8), antipasto=dict(r=16), antipasto_corda=dict(r=16), antipasto_rot=dict(r=16),
              antipasto_ablate=dict(r=16), antipasto_arrow=dict(r=16), c3a=dict(block_size=16),
-             glora=dict(r=8, config_D_E="none"), osf=dict(r=8))   # GLoRA's D scales the bias, which is 0 here: no gradient to check
+             glora=dict(r=8, config_D_E="none"), osf=dict(r=8),
+             frod=dict(target_names=("q_proj", "o_proj", "gate_proj", "up_proj")))   # FRoD: kinds whose 2 blocks stack more rows than inputs (k/v/down stack a square, cond(V) ~ 1e3 on random weights)   # GLoRA's D scales the bias, which is 0 here: no gradient to check
 VARIANTS = sorted(ll.VARIANTS)   # every registered variant: the ones not in SMALL run with their default config
 QUANTS = {"nf4": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32),
           "fp4": dict(load_in_4bit=True, bnb_4bit_quant_type="fp4", bnb_4bit_compute_dtype=torch.float32),
@@ -23,7 +24,7 @@ QUANTS = {"nf4": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_com
                          bnb_4bit_compute_dtype=torch.float32),
           "int8": dict(load_in_8bit=True)}
 FOUR_BIT = [q for q in QUANTS if q != "int8"]
-READS_W_AT_INIT = {"pissa", "dora", "delora", "hira", "deft", "psoft", "mica", "kasa", "peanut", "glora", "adamss", "osf"} | {v for v in SMALL if v.startswith("antipasto")}
+READS_W_AT_INIT = {"pissa", "dora", "delora", "hira", "deft", "psoft", "mica", "kasa", "peanut", "glora", "adamss", "osf", "frod"} | {v for v in SMALL if v.startswith("antipasto")}
 IDENTITY_ATOL = dict(dora=2e-6, hra=2e-6)   # adapter math rounds at init (measured <= 5.1e-7); the others are exact
 BF16_IDENTITY_ATOL = dict(deft=1e-2)        # DeFT's removal term reads the bf16-rounded y (as PEFT's does): flips last bits (2.5e-3)
 
@@ -79,10 +80,13 @@ def quant_tensors(m) -> dict:
     return out
 
 
+def ours(n): return ".ll_adapter." in n or n.startswith("ll_shared.")   # a layer's adapter tensor, or a shared one
+
+
 def base_state(m) -> dict:
     "Everything of the base a hook-only adapter must leave bit-exact (incl. bnb's quantization state)."
-    st = {f"p.{n}": p for n, p in m.named_parameters() if ".ll_adapter." not in n}
-    st.update({f"b.{n}": b for n, b in m.named_buffers() if ".ll_adapter." not in n})
+    st = {f"p.{n}": p for n, p in m.named_parameters() if not ours(n)}
+    st.update({f"b.{n}": b for n, b in m.named_buffers() if not ours(n)})
     st.update({f"q.{n}": t for n, t in quant_tensors(m).items()})
     return {k: (v.detach().clone(), v.dtype) for k, v in st.items()}
 
@@ -105,7 +109,7 @@ def keep_ablation_on(m):
             if n.endswith("ll_adapter.alpha"): p.abs_()
 
 
-def adapter_params(m): return {n: p for n, p in m.named_parameters() if ".ll_adapter." in n}
+def adapter_params(m): return {n: p for n, p in m.named_parameters() if ours(n)}
 
 
 def cpu_flags(m): return {n: getattr(x, "support_avx512bf16_for_cpu", None) for n, x in bnb_layers(m).items()}
@@ -148,7 +152,7 @@ def test_invariants(qdir, ids, name, quant, tmp_path):
     m2 = load_q(qdir, quant).train()
     ll.load(m2, tmp_path / "a.safetensors")
     assert torch.equal(logits(m2, ids), y1)
-    sd1, sd2 = ({n: t for n, t in x.state_dict().items() if ".ll_adapter." in n} for x in (m, m2))
+    sd1, sd2 = ({n: t for n, t in x.state_dict().items() if ours(n)} for x in (m, m2))
     assert sd1.keys() == sd2.keys() and all(torch.equal(sd1[k], sd2[k]) for k in sd1)
     # detach: outputs and every base tensor bit-exact, hooks gone, repacking switch restored
     ll.detach(m)
@@ -251,7 +255,7 @@ def test_eval_before_attach_8bit(qdir, ids, name):
     logits(b, ids)
     assert all(x.weight.SCB is None for x in bnb_layers(b).values())
     for x in (a, b): torch.manual_seed(0); attach(x, name)
-    sa, sb = ({n: t for n, t in x.state_dict().items() if ".ll_adapter." in n} for x in (a, b))
+    sa, sb = ({n: t for n, t in x.state_dict().items() if ours(n)} for x in (a, b))
     assert all(torch.equal(sa[k], sb[k]) for k in sa), "adapter init depends on whether a forward ran first"
     perturb_adapter(b, std=0.05); keep_ablation_on(b)
     b.train(); b(ids, labels=ids).loss.backward()
@@ -295,7 +299,8 @@ def test_no_dense_copy_kept(qdir, ids, name, quant):
     model0, live0 = model_tensor_bytes(m), live_tensor_bytes()
     ll.attach(m, cfg, calibration_data=calib)
     model1, live1 = model_tensor_bytes(m), live_tensor_bytes()
-    adapter = sum(_storages([t for l in ll.adapter_layers(m).values() for t in (*l.parameters(), *l.buffers())]).values())   # saved or recomputed
+    layers = ll.adapter_layers(m)                                   # per-layer tensors, saved or recomputed, and the shared ones once
+    adapter = sum(_storages([t for l in layers.values() for t in (*l.parameters(), *l.buffers())] + list(ll.adapter_state(layers).values())).values())
     smallest_dense = min(x.in_features * x.out_features * 4 for x in bnb_layers(m).values())
     assert model1 - model0 == adapter, (name, quant, model1 - model0, adapter)
     extra = live1 - live0 - adapter                        # measured: exactly 0 for every variant and precision

@@ -1,16 +1,14 @@
 """Tensors shared across layers live once (`Variant.shared_shapes` -> the root's `ll_shared` child): one storage, one
 state_dict entry, one optimizer entry, one file key; `.to()`, detach, save/load, summary/counts and the decode cache
 all see exactly one tensor. A toy method with one shared frozen buffer and one shared trained parameter shows it."""
-import copy, json
+import copy
 from pathlib import Path
 from dataclasses import dataclass
 from typing import ClassVar
 import pytest, torch
-import torch.nn.functional as F
 from safetensors.torch import save_file, load_file
 import lora_lite as ll
 from lora_lite.checks import check_variant, qwen3_params, snapshot, assert_unchanged
-from lora_lite import cache
 from conftest import toy_model
 
 
@@ -203,7 +201,7 @@ def test_bad_shared_shapes_refused():
 
 def test_layer_without_link_says_how():
     l = ToyShared(CFG, 8, 8)
-    with pytest.raises(RuntimeError, match="share_tensors"): l.shared
+    with pytest.raises(RuntimeError, match="share_tensors"): _ = l.shared
     sh = ll.share_tensors({"a": l})
     assert l.shared is sh and sh.P.shape == (4, 8)
 

@@ -66,10 +66,8 @@ class RandLora(Variant):
     bench = {"lr": 1e-4, "r": 32, "alpha": 640.0}   # PEFT's MetaMathQA RandLoRA experiment (default config, lr 1e-4)
     results = {"PEFT · Llama-3.2-3B": 47.8}
     peft_type = "RANDLORA"
-    @property
-    def m(self): return min(self.d_in, self.d_out)
-    @property
-    def N(self): return n_bases(self.m, self.r)
+    m = property(lambda self: min(self.d_in, self.d_out))                           # the small side
+    N = property(lambda self: n_bases(self.m, self.r))                             # bases for full rank on it
     def param_shapes(self): return {"lam": (self.r, self.N), "gamma": (self.N, self.m)}
     @classmethod
     def shared_shapes(cls, cfg, layers):             # PEFT's bases for the widest targets: A (r, 1, m_max), B (M_max, N_max, r)
@@ -79,10 +77,8 @@ class RandLora(Variant):
     def slices(self, A, B) -> tuple:
         "This layer's (A (r, m), B (M, N·r)) cut from bases shaped as PEFT's (views, no copies)."
         return A[:, 0, :self.m], B[:max(self.d_in, self.d_out), :self.N].flatten(1)
-    @property
-    def A(self): return self.shared.A[:, 0, :self.m]                                   # (r, m)
-    @property
-    def B(self): return self.shared.B[:max(self.d_in, self.d_out), :self.N].flatten(1)  # (M, N·r)
+    A = property(lambda self: self.slices(self.shared.A, self.shared.B)[0])        # (r, m): a view of the shared bases
+    B = property(lambda self: self.slices(self.shared.A, self.shared.B)[1])        # (M, N·r): a view
 
     @classmethod
     @torch.no_grad()
