@@ -165,6 +165,9 @@ def from_peft(
                     raise ValueError(f"{d}: {n}.{k} has shape {tuple(v.shape)}, this model needs {tuple(own[k].shape)}: "
                                      "was the adapter made for another base model?")
                 with torch.no_grad(): own[k].copy_(v)
+        with torch.no_grad():                             # buffers derived from the base weight and the imported tensors (FRoD: λ₀)
+            for n, layer in adapter_layers(model).items():
+                if layer.recomputed: layer.recompute(model.get_submodule(n))
     except Exception:
         detach(model); raise
     return cfg

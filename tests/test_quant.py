@@ -13,14 +13,15 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 HIDDEN = 128   # every 4-bit width a multiple of 64: q/o 128->128, k/v 128->64, gate/up 128->256, down 256->128
 TARGETS = (r"proj",)   # all seven projections of each block, 14 layers, incl. biased q/k/v/o
 VARIANTS = sorted(ll.VARIANTS)   # every registered variant, with the small config it declares (`example`)
-QUANT = dict(glora=dict(config_D_E="none"))   # GLoRA's D scales the bias, which is 0 here: no gradient to check
+QUANT = dict(glora=dict(config_D_E="none"),   # GLoRA's D scales the bias, which is 0 here: no gradient to check
+             frod=dict(target_names=("q_proj", "o_proj", "gate_proj", "up_proj")))   # FRoD: kinds whose 2 blocks stack more rows than inputs
 QUANTS = {"nf4": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32),
           "fp4": dict(load_in_4bit=True, bnb_4bit_quant_type="fp4", bnb_4bit_compute_dtype=torch.float32),
           "nf4_dq": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                          bnb_4bit_compute_dtype=torch.float32),
           "int8": dict(load_in_8bit=True)}
 FOUR_BIT = [q for q in QUANTS if q != "int8"]
-READS_W_AT_INIT = {"pissa", "dora", "delora", "hira", "deft", "psoft", "mica", "kasa", "peanut", "glora", "adamss", "osf", "tinylora"} | {v for v in VARIANTS if v.startswith("antipasto")}
+READS_W_AT_INIT = {"pissa", "dora", "delora", "hira", "deft", "psoft", "mica", "kasa", "peanut", "glora", "adamss", "osf", "tinylora", "frod"} | {v for v in VARIANTS if v.startswith("antipasto")}
 IDENTITY_ATOL = dict(dora=2e-6, hra=2e-6)   # adapter math rounds at init (measured <= 5.1e-7); the others are exact
 BF16_IDENTITY_ATOL = dict(deft=1e-2)        # DeFT's removal term reads the bf16-rounded y (as PEFT's does): flips last bits (2.5e-3)
 
