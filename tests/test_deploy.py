@@ -30,13 +30,16 @@ def biased_qwen3(hidden=128, **kw):
     return m
 
 
+STD = dict(unilora=0.5, antipasto_ablate=0.5)   # a tiny shared vector / a contractive gain move the logits < 1e-3 at 0.05
+
+
 def adapted(name, hidden=128, std=0.05, **model_kw):
     "A tiny Qwen3 (biased attention projections) with variant `name`'s small config (`example`) on every proj layer, perturbed."
     m, V = biased_qwen3(hidden, **model_kw), ll.VARIANTS[name]
     cfg = ll.get_config(name, **{**V.example, "target_names": TARGETS.get(name, ("proj",))})
     torch.manual_seed(0)
     ll.attach(m, cfg, calibration_data=token_batches() if V.needs_calibration else None)
-    perturb_adapter(m, std=std)
+    perturb_adapter(m, std=STD.get(name, std))
     return m, cfg
 
 

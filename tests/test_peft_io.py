@@ -49,13 +49,6 @@ def test_bad_peft_folders(base, ids, tmp_path):
         _expect(m, ValueError, match, lambda: ll.from_peft(m, d))
 
 
-def test_mica_lora_is_refused_not_imported_as_plain_lora(base, tmp_path):
-    "PEFT's MiCA (init_lora_weights='mica') trains A only; plain LoRA would train B too: refused, model untouched."
-    get_peft_model(copy.deepcopy(base), LoraConfig(r=4, init_lora_weights="mica", target_modules=["q_proj", "v_proj"])).save_pretrained(tmp_path)
-    m = copy.deepcopy(base)
-    _expect(m, ValueError, "init_lora_weights='mica'", lambda: ll.from_peft(m, tmp_path))
-
-
 def test_to_peft_requires_adapter_and_is_atomic(base, tmp_path):
     m = copy.deepcopy(base)
     with pytest.raises(RuntimeError, match="no lora_lite adapter"):

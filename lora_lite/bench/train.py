@@ -165,15 +165,16 @@ def train(
     bar = _bar(steps, "train", progress and rank == 0)
     model.train()
     losses, tokens, t0 = [], 0, time.perf_counter()
+    adapted = ll.is_attached(getattr(model, "module", model))   # a plain model (no adapter) trains all it has
     for step in range(steps):
         exs = [examples[(step * batch_size + i) % len(examples)] for i in range(batch_size)]   # the global batch
         n_tgt = sum(map(_n_targets, exs))
         batch = {k: v.to(device) for k, v in collate(exs[rank::world], pad_id).items()}
         s = loss_sum(model, batch)
-        (s * world / n_tgt + ll.aux_loss(model)).backward()                   # + the adapter's own loss term (AdaLoRA's)
+        (s * world / n_tgt + (ll.aux_loss(model) if adapted else 0)).backward()   # + the adapter's own loss term (AdaLoRA's)
         torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step(); sched.step()
-        ll.step(model, step + 1, total_steps=steps)                              # between steps: AdaLoRA prunes ranks
+        if adapted: ll.step(model, step + 1, total_steps=steps)   # between steps: AdaLoRA prunes ranks
         opt.zero_grad(set_to_none=True)
         s = s.detach()
         if world > 1: torch.distributed.all_reduce(s)
