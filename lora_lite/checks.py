@@ -11,12 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from .helpers import tiny_qwen3  # noqa: F401 (re-exported: tests and notebooks import it from here)
-from .core import AdapterConfig, variant_class, share_tensors, SHARED
+from .core import AdapterConfig, Variant, SharedTensors, variant_class, share_tensors, SHARED
 from .attach import attach, detach, adapter_layers, is_attached
 from .adapter_file import save, load
 
 # %% auto #0
-__all__ = ['QWEN3_0P6B', 'ToyBlock', 'ToyModel', 'toy_model', 'snapshot', 'assert_unchanged', 'check_variant', 'qwen3_params']
+__all__ = ['QWEN3_0P6B', 'ToyBlock', 'ToyModel', 'toy_model', 'snapshot', 'assert_unchanged', 'check_variant', 'qwen3_params',
+           'decode_floor']
 
 # %% ../nbs/03_checks.ipynb #fa97220d
 class ToyBlock(nn.Module):
@@ -163,3 +164,20 @@ def qwen3_params(cfg:AdapterConfig, n_blocks:int=28) -> int:
             if any(re.search(p, mod) for p in cfg.target_names): layers[name] = V(cfg, d_in, d_out, device="meta", name=name)
     sh = share_tensors(layers, device="meta") if layers else None
     return sum(p.numel() for m in (*layers.values(), *([sh] if sh is not None else [])) for p in m.parameters())
+
+# %% ../nbs/03_checks.ipynb #834aed32
+def _base_reads(model:nn.Module) -> int:
+    "Numbers the bare model reads per token: every weight and bias outside the adapter, one row of each embedding."
+    skip = {id(t) for m in model.modules() if isinstance(m, (Variant, SharedTensors)) for t in (*m.parameters(), *m.buffers())}
+    emb = {id(m.weight): m.weight.shape[1] for m in model.modules() if isinstance(m, nn.Embedding)}
+    heads = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}           # a tied head reads the whole table
+    return sum(emb[id(t)] if id(t) in emb and id(t) not in heads else t.numel() for t in model.parameters() if id(t) not in skip)
+
+def decode_floor(model:nn.Module) -> float:
+    "Per-token weight traffic of an adapted model ÷ its base's, each layer in its cheapest exact form (shared tensors read once)."
+    layers = adapter_layers(model)
+    sh = getattr(model, SHARED, None)
+    shared = sum(t.numel() for t in (*sh.parameters(), *sh.buffers())) if sh is not None else 0
+    dense = lambda l: l.d_in * l.d_out if l.has_delta else float("inf")
+    extra = min(sum(min(l.decode_reads(), dense(l)) for l in layers.values()) + shared, sum(dense(l) for l in layers.values()))
+    return 1 + extra / _base_reads(model)

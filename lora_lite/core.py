@@ -244,6 +244,9 @@ class Variant(nn.Module):
     def peft_import(cls, pc:dict, dims:dict, tensors:dict, dtype) -> Optional[tuple]:
         "(config, {module: {tensor: value}}) from a PEFT config of `peft_type` and its state dict; None if not this variant's."
         return None
+    def decode_reads(self) -> int:
+        "Numbers one token reads from this layer in its cheapest exact form, besides W and shared tensors (`checks.decode_floor`)."
+        return sum(t.numel() for t in (*self.parameters(), *self.buffers()))
     def extra_repr(self): return f"{self.cfg.variant}: d_in={self.d_in}, d_out={self.d_out}, r={self.r}"
 
 # %% ../nbs/00_core.ipynb #5d1a7e2c
