@@ -182,9 +182,11 @@ def _logits(model, batch): return model(input_ids=batch["input_ids"], attention_
 
 @torch.no_grad()
 def reload_check(model, path, batch) -> dict:
-    "Detach the adapter, load it back from `path`: max |logit difference| (must be 0) and the adapter's effect on logits."
+    "Reload the adapter from `path` in place of the live one: max |logit difference| (must be 0) and the adapter's effect on logits."
     f = lambda: _logits(model, batch)
-    y = f(); ll.detach(model); y_base = f(); ll.load(model, path); y2 = f()
+    y = f()
+    with ll.disabled(model): y_base = f()   # not detached: a detached eval forward lets bitsandbytes repack 4-bit weights on CPU
+    ll.detach(model); ll.load(model, path); y2 = f()
     return {"reload_max_diff": (y2 - y).abs().max().item(), "adapter_effect": (y - y_base).abs().max().item()}
 
 @torch.no_grad()
