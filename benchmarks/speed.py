@@ -47,8 +47,12 @@ Method
 - Decode: every registered lora_lite variant (its `--config`), the same adapter inside `ll.merged` (W + ΔW swapped in,
   hooks off: the "merged" column), and PEFT where it has the method, on a Qwen3 with Qwen3-0.6B's block widths, 2 blocks, vocab 4096 (`DEC`), eval mode:
   batch-1 greedy `generate` of 24 tokens after an 8-token prompt (under inference_mode) and one batch 8 × 128 prefill
-  forward; per-token CPU time, interleaved rounds, median of the paired ratios ÷ the frozen base. A configuration
-  ≥ 3× the base (PEFT's HRA) is timed in 2 rounds only. Variants that fail to attach are listed, not fatal.
+  forward; per-token CPU time, interleaved rounds, median of the paired ratios ÷ the frozen base. Every lora_lite row
+  runs `--decode-repeats` rounds, then rounds go on (up to `--decode-max`) for the rows whose quartiles are not yet within
+  ±3 % of their median ("steady"); PEFT's rows (context, not a goal) run `--peft-repeats` rounds, and a configuration
+  ≥ 3× the base (PEFT's HRA) 2 rounds only. Each lora_lite row has its weight-traffic floor (`checks.decode_floor`:
+  1 + the numbers the adapter must read per token ÷ the base's), the goal being hooked ≤ 1.03 × floor and merged ≤ 1.01 ×
+  base. Variants that fail to attach are listed, not fatal.
 """
 from __future__ import annotations
 import argparse, copy, gc, json, os, platform, statistics, subprocess, sys, time
@@ -395,23 +399,34 @@ def time_decode(args):
         with mode(k):
             gc.collect(); t0 = now(); f(models[k]); return (now() - t0) / size
     others = [k for k in keys if k != "base"]
-    for i in range(args.decode_repeats):
-        order = others[i % len(others):] + others[:i % len(others)]
+    def steady(v):                                                      # quartiles of the ratios within ±3 % of their median
+        if len(v) < 4: return False
+        q1, m, q3 = statistics.quantiles(v, n=4)
+        return q1 >= 0.97 * m and q3 <= 1.03 * m
+    def wanted(k, i):
+        "Time k's decode in round i? Every row for --decode-repeats rounds, then only the unsteady ones, up to --decode-max."
+        if i >= 2 and med(rd[k]) > 3: return False                     # ≥ 3× slower (PEFT's HRA): 2 rounds do
+        if k.startswith("peft:"): return i < args.peft_repeats          # PEFT's column is context, not a goal: fewer rounds
+        return i < args.decode_repeats or not steady(rd[k])
+    i = 0
+    while i < args.decode_repeats or (i < args.decode_max and any(wanted(k, i) for k in others)):
+        order = [k for k in others[i % len(others):] + others[:i % len(others)] if wanted(k, i)]
         for f, times, ratios, size, on in ((gen, dt, rd, n, True), (prefill, pt, rp, pre.numel(), i < args.prefill_repeats)):
             if not on: continue
             before = timed(f, "base", size); times["base"].append(before)
             for k in order:
-                if f is gen and i >= 2 and med(rd[k]) > 3: continue   # ≥ 3× slower (PEFT's HRA): 2 rounds do
                 t = timed(f, k, size); after = timed(f, "base", size)
                 times[k].append(t); times["base"].append(after); ratios[k].append(t / ((before + after) / 2))
                 before = after
-        print(f"  decode round {i + 1}/{args.decode_repeats}: base {med(dt['base'][-len(order):]) * 1e3:.2f} ms/token", flush=True)
+        print(f"  decode round {i + 1}: {len(order)} rows timed, base {med(dt['base'][-len(order) - 1:]) * 1e3:.2f} ms/token", flush=True)
+        i += 1
     rows = {}
     for k in keys:
         if k == "base": continue
         q = lambda v: statistics.quantiles(v, n=4) if len(v) >= 4 else [None, None, None]
         hooked = k.replace("merged:", "ll:")
         rows[k] = {"decode_ms_per_token": med(dt[k]) * 1e3, "decode_over_base": med(rd[k]), "decode_quartiles": q(rd[k]),
+                   "decode_rounds": len(rd[k]), "steady": steady(rd[k]),
                    "prefill_us_per_token": med(pt[k]) * 1e6 if pt[k] else None, "prefill_over_base": med(rp[k]) if rp[k] else None,
                    "same_tokens_as_base": toks[k] == toks["base"], "same_tokens_as_hooked": toks[k] == toks.get(hooked),
                    "floor": floors.get(hooked)}
@@ -420,7 +435,7 @@ def time_decode(args):
     limits = {"ll": (("decode ÷ its weight-traffic floor", "decode_over_floor", 1.03), ("prefill ÷ base", "prefill_over_base", 1.02)),
               "merged": (("decode ÷ base", "decode_over_base", 1.01),)}
     return {"meta": {"model": DEC, "new_tokens": n, "prompt": 8, "prefill": [args.prefill_batch, args.prefill_seq],
-                     "config": args.config, "configs": dict(CONFIGS), "rounds": args.decode_repeats, "prefill_rounds": args.prefill_repeats,
+                     "config": args.config, "configs": dict(CONFIGS), "rounds": i, "min_rounds": args.decode_repeats, "peft_rounds": args.peft_repeats, "prefill_rounds": args.prefill_repeats,
                      "threads": torch.get_num_threads(), "clock": args.clock, "date": time.strftime("%Y-%m-%d %H:%M")},
             "base": {"decode_ms_per_token": med(dt["base"]) * 1e3, "prefill_us_per_token": med(pt["base"]) * 1e6 if pt["base"] else None},
             "rows": rows, "failed": failed,
@@ -430,7 +445,8 @@ def time_decode(args):
 def print_decode(d):
     m = d["meta"]
     print(f"\n== decode: Qwen3 {m['model']}, batch-1 greedy {m['new_tokens']} tokens, prefill {m['prefill']}; "
-          f"medians over {m['rounds']}/{m['prefill_rounds']} rounds of per-token time ÷ the mean of the base runs just before "
+          f"medians over {m.get('min_rounds', m['rounds'])}–{m['rounds']} rounds (more for rows whose quartiles were not yet within ±3 %; "
+          f"PEFT {m.get('peft_rounds', m['rounds'])}) / {m['prefill_rounds']} prefill rounds of per-token time ÷ the mean of the base runs just before "
           f"and after (in brackets: the quartiles of the decode ratios); merged = the same adapter inside ll.merged")
     print(f"base: {d['base']['decode_ms_per_token']:.2f} ms/token decode, {fmt(d['base']['prefill_us_per_token'], 1)} µs/token prefill")
     vs = sorted({k.split(':')[1] for k in d["rows"]})
@@ -560,7 +576,9 @@ def main(argv=None):
     p.add_argument("--no-merged", action="store_true", help="leave out the ll.merged column of the decode section")
     p.add_argument("--quick", action="store_true", help="hidden 256, 4 blocks, seq 128, 5 rounds: a ~1 min smoke run")
     p.add_argument("--decode-only", action="store_true", help="only the decode section (~10 min); merged into the results JSON")
-    p.add_argument("--decode-repeats", type=int, default=7); p.add_argument("--prefill-repeats", type=int, default=3)
+    p.add_argument("--decode-repeats", type=int, default=9, help="decode rounds for every row")
+    p.add_argument("--decode-max", type=int, default=25, help="more rounds, up to this many, for rows whose quartiles are not yet within ±3 %%")
+    p.add_argument("--peft-repeats", type=int, default=5, help="decode rounds of PEFT's rows"); p.add_argument("--prefill-repeats", type=int, default=3)
     p.add_argument("--new-tokens", type=int, default=24)
     p.add_argument("--prefill-batch", type=int, default=8); p.add_argument("--prefill-seq", type=int, default=128)
     p.add_argument("--out", default=None); p.add_argument("--mem-worker", default=None, help=argparse.SUPPRESS)
