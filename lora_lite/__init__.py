@@ -5,6 +5,7 @@ from .helpers import *
 from .weights import *         # linear-like modules, dense_weight, bitsandbytes
 from .cache import *           # cached parameter-only work, clear_cache
 from .core import *
+from .shared import *          # tensors every layer of one adapter shares (VeRA's pair): SharedTensors, share_tensors
 from .calibrate import *
 from .attach import *
 from .adapter_file import *    # save, load, read_adapter

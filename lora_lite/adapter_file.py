@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from safetensors import safe_open
 from safetensors.torch import save_file
-from .core import AdapterConfig, get_config, variant_class, SHARED
+from .core import AdapterConfig, get_config, variant_class
+from .shared import SHARED
 from .weights import is_linear_like, _bnb4_install
 from .helpers import atomic_write, hub_file
 from .attach import adapter_layers, adapter_config, _state, _build, _install, _refuse_nesting

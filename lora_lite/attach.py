@@ -7,10 +7,11 @@ __all__ = ['ADAPTER', 'block_index', 'find_targets', 'is_attached', 'adapter_lay
            'adapter_config']
 
 # %% ../nbs/01_attach.ipynb #07311a9e
-import copy, dataclasses, inspect, math, re, warnings, weakref
+import copy, dataclasses, math, re, warnings, weakref
 import torch
 from torch import nn
-from .core import AdapterConfig, Variant, variant_class, SHARED, SharedTensors, share_tensors
+from .core import AdapterConfig, Variant, variant_class
+from .shared import SHARED, SharedTensors, share_tensors
 from .weights import is_linear_like, linear_dims, _bnb4_install, _bnb4_uninstall
 from .cache import clear_cache
 from .calibrate import capture
@@ -84,14 +85,14 @@ def _refuse_nesting(model, what):
 
 # %% ../nbs/01_attach.ipynb #0a70420e
 def _build(model, cfg, names, ranks=None) -> dict:
-    "Create (not install) one adapter per target name (rank/alpha from the patterns; `bias=` if the variant's constructor takes it) and their shared tensors."
+    "Create (not install) one adapter per target name (rank/alpha from the patterns, `bias=` whether the layer has one) and their shared tensors."
     V, ranks, layers = variant_class(cfg.variant), ranks or {}, {}
     for n in names:
         m = model.get_submodule(n)
         d_in, d_out = linear_dims(m)
         V.check_layer(cfg, d_in, d_out, n)
-        bias = {"bias": getattr(m, "bias", None) is not None} if "bias" in inspect.signature(V).parameters else {}   # GLoRA
-        layers[n] = V(cfg, d_in, d_out, r=ranks.get(n, cfg.rank_for(n)), alpha=cfg.alpha_for(n), device=m.weight.device, name=n, **bias)
+        layers[n] = V(cfg, d_in, d_out, r=ranks.get(n, cfg.rank_for(n)), alpha=cfg.alpha_for(n), device=m.weight.device, name=n,
+                      bias=getattr(m, "bias", None) is not None)
     share_tensors(layers, device=model.get_submodule(names[0]).weight.device)   # one copy, linked from every layer
     return layers
 

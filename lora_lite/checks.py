@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from .helpers import tiny_qwen3  # noqa: F401 (re-exported: tests and notebooks import it from here)
-from .core import AdapterConfig, Variant, SharedTensors, variant_class, share_tensors, SHARED
+from .core import AdapterConfig, Variant, variant_class
+from .shared import SharedTensors, share_tensors, SHARED
 from .attach import attach, detach, adapter_layers, is_attached
 from .adapter_file import save, load
 

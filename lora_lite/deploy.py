@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import nn
 from .weights import dense_weight, _is_bnb, _is_conv1d, _is_quantized, _merge_dtype, _numel
-from .core import SHARED
+from .shared import SHARED
 from .attach import ADAPTER, adapter_layers, adapter_config
 from .adapter_file import full_adapter_state  # noqa: F401 (re-exported: FSDP scripts import it from deploy)
 

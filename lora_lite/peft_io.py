@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from safetensors import safe_open
 from safetensors.torch import save_file
-from .core import VARIANTS, Variant, is_linear_like, linear_dims, SHARED
+from .core import VARIANTS, Variant, is_linear_like, linear_dims
+from .shared import SHARED
 from typing import Optional
 from .helpers import atomic_write, peft_matches, hub_file, peft_key, lora_to_peft
 from .attach import attach, detach, adapter_layers, adapter_config, block_index, _state, _refuse_nesting

@@ -1,5 +1,6 @@
 """Helpers for the methods that read the base weight (MiSS-Bat, PEANuT, GLoRA): a tiny model with a trained-like weight
-spectrum, PEFT-vs-lora_lite loss curves from one init, and the 4/8-bit checks for a given config."""
+spectrum, PEFT-vs-lora_lite loss curves from one init (`peft_vs_ours_curves`, or `curves` for two models already built),
+and the 4/8-bit checks for a given config."""
 import tempfile, warnings
 import torch
 from torch import nn
@@ -28,15 +29,21 @@ def batches(n=6, bs=2, T=16, vocab=128, seed=5):
     return [torch.randint(0, vocab, (bs, T), generator=g) for _ in range(n)]
 
 
-def train_curve(model, data, lr=1e-3):
-    "Losses of AdamW steps (wd 0) on the LM loss, one per batch."
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+def train_curve(model, data, lr=1e-3, weight_decay=0.0, seed=None):
+    "Losses of AdamW steps on the LM loss, one per batch; `seed`: the global RNG's, first (for methods that sample while training)."
+    if seed is not None: torch.manual_seed(seed)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     model.train(); out = []
     for ids in data:
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward(); opt.step(); opt.zero_grad(); out.append(loss.item())
     model.eval()
     return out
+
+
+def curves(models, ids, steps=5, lr=1e-2, weight_decay=0.01, seed=None) -> list:
+    "Loss tensors of `steps` AdamW steps (default weight decay) on batch `ids`, for each of `models` (ours, PEFT's) in turn; each ends in eval mode."
+    return [torch.tensor(train_curve(m, [ids] * steps, lr, weight_decay, seed)) for m in models]
 
 
 def peft_vs_ours_curves(peft_cfg, make_model=realistic_qwen3, lr=1e-3, steps=6):

@@ -116,6 +116,17 @@ def test_lora_matches_peft(rslora, bias, ids):
     assert diff <= 1e-5, diff
 
 
+def test_every_layer_knows_whether_its_base_has_a_bias(tmp_path):
+    "attach and load pass `bias=` to every variant (Variant.has_bias; GLoRA's bias paths hang on it): q_proj has one here, down_proj not."
+    m = tiny_qwen3(attention_bias=True); ll.attach(m, ll.LoRAConfig(r=4, target_names=("q_proj", "down_proj")))
+    ll.save(m, tmp_path / "a.safetensors")
+    fresh = tiny_qwen3(attention_bias=True); ll.load(fresh, tmp_path / "a.safetensors")
+    for model in (m, fresh):
+        got = {n.rsplit(".", 1)[1]: l.has_bias for n, l in ll.adapter_layers(model).items()}
+        assert got == {"q_proj": True, "down_proj": False}, got
+    assert not ll.LoRA(ll.LoRAConfig(), 4, 3).has_bias                 # built by hand: no bias unless told
+
+
 def test_lora_dropout_train_only(ids):
     m = tiny_qwen3(); ll.attach(m, ll.LoRAConfig(r=4, dropout=0.5)); perturb_adapter(m, std=0.5)
     assert torch.equal(m(ids).logits, m(ids).logits)

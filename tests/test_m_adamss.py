@@ -4,6 +4,7 @@ import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
 from conftest import perturb_adapter, train_steps, logits, structured_qwen3, same_batches, snapshot, assert_unchanged
+from realistic import train_curve
 
 peft = pytest.importorskip("peft")
 pytest.importorskip("sklearn")
@@ -106,14 +107,7 @@ def test_trains_like_peft_on_structured_weights():
     torch.manual_seed(0); m = copy.deepcopy(base); ll.attach(m, ll.AdamssConfig(r=32, num_subspaces=8))
     ids = same_batches(1, seed=9)[0]
     d0 = (logits(m, ids) - logits(pm, ids)).abs().max().item()
-    runs = []
-    for model in (m, pm):
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
-        model.train(); losses = []
-        for b in same_batches():
-            loss = model(input_ids=b, labels=b).loss
-            loss.backward(); opt.step(); opt.zero_grad(); losses.append(loss.item())
-        runs.append(losses); model.eval()
+    runs = [train_curve(model, same_batches(), lr=2e-3, weight_decay=0.01) for model in (m, pm)]   # AdamW's default decay
     d = (logits(m, ids) - logits(pm, ids)).abs().max().item()
     moved = (logits(m, ids) - logits(base, ids)).abs().max().item()
     print(f"adamss vs PEFT: init max|Δlogits| {d0:.1e}; after 6 AdamW steps {d:.1e} (moved {moved:.1e}); "

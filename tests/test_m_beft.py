@@ -4,6 +4,7 @@ import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
 from conftest import snapshot, assert_unchanged, logits
+from realistic import curves
 
 peft = pytest.importorskip("peft")
 TOL = 1e-5
@@ -79,13 +80,7 @@ def test_training_equals_peft(ids):
     base = tiny_qwen3(hidden=128)
     ours, theirs = copy.deepcopy(base), peft.get_peft_model(copy.deepcopy(base), peft.BeftConfig(target_modules=["v_proj"]))
     ll.attach(ours, ll.BEFTConfig())
-    losses = []
-    for m in (ours, theirs):
-        opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
-        m.train(); ls = []
-        for _ in range(5):
-            loss = m(ids, labels=ids).loss; loss.backward(); opt.step(); opt.zero_grad(); ls.append(loss.item())
-        losses.append(torch.tensor(ls))
+    losses = curves((ours, theirs), ids)   # 5 AdamW steps each
     print(f"BEFT training losses: ours {losses[0].tolist()} PEFT {losses[1].tolist()}")
     assert losses[0][-1] < losses[0][0] - 1e-3
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-6, atol=0)

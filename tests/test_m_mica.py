@@ -4,6 +4,7 @@ import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
 from conftest import perturb_adapter, train_steps, logits, structured_qwen3, same_batches, snapshot, assert_unchanged
+from realistic import train_curve
 
 peft = pytest.importorskip("peft")
 TOL = 1e-5
@@ -93,13 +94,7 @@ def test_trains_like_peft_on_structured_weights():
     base = structured_qwen3()
     m = copy.deepcopy(base); ll.attach(m, ll.MiCAConfig(r=8, alpha=16))
     pm = peft_mica(copy.deepcopy(base), r=8, alpha=16)
-    runs = []
-    for model in (m, pm):
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
-        model.train(); losses = []
-        for ids in same_batches():
-            loss = model(input_ids=ids, labels=ids).loss; loss.backward(); opt.step(); opt.zero_grad(); losses.append(loss.item())
-        runs.append(losses)
+    runs = [train_curve(model, same_batches(), lr=2e-3, weight_decay=0.01) for model in (m, pm)]   # AdamW's default decay
     ids = same_batches(1, seed=9)[0]
     d = (logits(m, ids) - logits(pm, ids)).abs().max().item()
     moved = (logits(m, ids) - logits(base, ids)).abs().max().item()

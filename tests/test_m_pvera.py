@@ -4,6 +4,7 @@ import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
 from conftest import logits
+from realistic import curves
 
 peft = pytest.importorskip("peft")
 TOL = 1e-5
@@ -79,14 +80,7 @@ def test_training_equals_peft(ids):
     base = tiny_qwen3(hidden=128)
     ours = copy.deepcopy(base); ll.attach(ours, ll.PveraConfig(r=16))
     torch.manual_seed(0); theirs = peft.get_peft_model(copy.deepcopy(base), peft.PveraConfig(r=16, target_modules=["q_proj", "v_proj"]))
-    losses = []
-    for m in (ours, theirs):
-        torch.manual_seed(123)
-        opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
-        m.train(); ls = []
-        for _ in range(5):
-            loss = m(ids, labels=ids).loss; loss.backward(); opt.step(); opt.zero_grad(); ls.append(loss.item())
-        losses.append(torch.tensor(ls))
+    losses = curves((ours, theirs), ids, seed=123)   # 5 AdamW steps each
     print(f"PVeRA training losses: ours {losses[0].tolist()} PEFT {losses[1].tolist()}")
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-6, atol=0)
     a, b = logits(ours.eval(), ids), logits(theirs.eval(), ids)

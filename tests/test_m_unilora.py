@@ -5,6 +5,7 @@ import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
 from lora_lite.variants.unilora import UniLora
 from conftest import logits, train_steps, structured_qwen3, snapshot, assert_unchanged
+from realistic import curves
 
 peft = pytest.importorskip("peft")
 TOL = 1e-5
@@ -110,13 +111,7 @@ def test_training_equals_peft(ids):
     base = structured_qwen3(hidden=128)
     torch.manual_seed(0); theirs = _peft(copy.deepcopy(base), r=8, theta_d_length=128)
     ours = copy.deepcopy(base); torch.manual_seed(0); ll.attach(ours, ll.UniLoraConfig(r=8, theta_d_length=128))
-    losses = []
-    for m in (ours, theirs):
-        opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
-        m.train(); ls = []
-        for _ in range(5):
-            loss = m(ids, labels=ids).loss; loss.backward(); opt.step(); opt.zero_grad(); ls.append(loss.item())
-        losses.append(torch.tensor(ls))
+    losses = curves((ours, theirs), ids)   # 5 AdamW steps each
     print(f"UniLoRA training losses: ours {losses[0].tolist()} PEFT {losses[1].tolist()}")
     assert losses[0][-1] < losses[0][0] - 1e-3
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=0)

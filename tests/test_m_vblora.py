@@ -4,6 +4,7 @@ import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
 from conftest import logits
+from realistic import curves
 
 peft = pytest.importorskip("peft")
 TOL = 1e-5
@@ -88,13 +89,7 @@ def test_training_equals_peft(ids, tmp_path):
     theirs.save_pretrained(tmp_path / "p")
     ours = copy.deepcopy(base); ll.from_peft(ours, tmp_path / "p")
     bank0 = theirs.base_model.vblora_vector_bank["default"].detach().clone()
-    losses = []
-    for m in (ours, theirs):
-        opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
-        m.train(); ls = []
-        for _ in range(5):
-            loss = m(ids, labels=ids).loss; loss.backward(); opt.step(); opt.zero_grad(); ls.append(loss.item())
-        losses.append(torch.tensor(ls))
+    losses = curves((ours, theirs), ids)   # 5 AdamW steps each
     print(f"VB-LoRA training losses: ours {losses[0].tolist()} PEFT {losses[1].tolist()}")
     assert _trainable(ours) == _trainable(theirs)
     assert losses[0][-1] < losses[0][0] - 1e-3

@@ -6,6 +6,7 @@ import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
 from lora_lite.variants.waveft import WaveFT, wave_positions
 from conftest import snapshot, assert_unchanged, train_steps, logits
+from realistic import curves
 
 peft = pytest.importorskip("peft")
 TOL = 1e-5
@@ -125,13 +126,7 @@ def test_training_equals_peft(ids):
             if p.ndim == 2: p.copy_(p + 0.5 * torch.randn(p.shape[0], 4) @ torch.randn(4, p.shape[1]) / p.shape[1] ** 0.5)
     ours, theirs = copy.deepcopy(base), peft.get_peft_model(copy.deepcopy(base), peft.WaveFTConfig(n_frequency=500, target_modules=QV))
     ll.attach(ours, ll.WaveFTConfig(n_frequency=500))
-    losses = []
-    for m in (ours, theirs):
-        opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3)
-        m.train(); ls = []
-        for _ in range(5):
-            loss = m(ids, labels=ids).loss; loss.backward(); opt.step(); opt.zero_grad(); ls.append(loss.item())
-        losses.append(torch.tensor(ls))
+    losses = curves((ours, theirs), ids, lr=1e-3)   # 5 AdamW steps each
     print(f"WaveFT training losses: ours {losses[0].tolist()} PEFT {losses[1].tolist()}")
     assert losses[0][-1] < losses[0][0] - 1e-3
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=0)

@@ -35,7 +35,7 @@ TO_PEFT = dict(
     lokr=[dict(r=2, alpha=8), dict(r=4, alpha=4, rank_dropout=0.1, rank_dropout_scale=True, module_dropout=0.1),
           dict(r=2, alpha=4, decompose_both=True, decompose_factor=16, init_weights="lycoris"),
           dict(r=4, alpha=16, rank_pattern={"q_proj": 2}, alpha_pattern={r"layers\.1\.self_attn\.v_proj": 5})],
-    miss=[dict(r=12), dict(r=8, init_weights="mini", mini_r=4)],                             # r=12: the padded last shard
+    miss=[dict(r=8), dict(r=12), dict(r=8, init_weights="mini", mini_r=4), dict(r=16, init_weights="bat")],   # r=12: the padded last shard
     oft=[dict(), dict(oft_block_size=16, block_share=True), dict(oft_block_size=16, coft=True, eps=0.05),
          dict(oft_block_size=8, use_cayley_neumann=False), dict(r=8, num_cayley_neumann_terms=3)],
     randlora=[dict(r=6, alpha=12, save_projection=False), dict(r=8, sparse=True, projection_prng_key=2)],
@@ -60,7 +60,8 @@ FROM_PEFT = dict(
     gralora=[dict(r=8, alpha=16), dict(r=8, alpha=12, gralora_k=4, hybrid_r=2, expect=dict(gralora_k=4, hybrid_r=2))],
     loha=[dict(r=4, alpha=8, rank_pattern={"v_proj": 2}), dict(r=8, alpha=16, rank_pattern={"v_proj": 2}, expect=dict(r=8))],
     lokr=[dict(r=2, alpha=4, rank_pattern={"v_proj": 4}), dict(r=2, alpha=4, rank_pattern={"v_proj": 4}, decompose_both=True, decompose_factor=16)],
-    miss=[dict(r=8), dict(r=12), dict(r=8, init_weights="mini", mini_r=4, expect=dict(init_weights="mini"))],
+    miss=[dict(r=8), dict(r=12), dict(r=8, init_weights="mini", mini_r=4, expect=dict(init_weights="mini")),
+          dict(r=16, init_weights="bat", expect=dict(init_weights="bat"))],
     oft=[dict(r=0, oft_block_size=32), dict(r=4, oft_block_size=0), dict(r=0, oft_block_size=16, block_share=True),
          dict(r=0, oft_block_size=16, coft=True, eps=0.05), dict(r=0, oft_block_size=8, use_cayley_neumann=False),
          dict(r=8, oft_block_size=0, num_cayley_neumann_terms=3)],
@@ -100,6 +101,7 @@ COUNTS = [
     ("road", dict(road_variant="road_4"), dict(variant="road_4"), 12288),
     ("miss", dict(r=64), dict(r=64), 64 * (2048 + 1024)),
     ("miss", dict(r=64, init_weights="mini", mini_r=64), dict(r=64, init_weights="mini", mini_r=64), 2 * 64 * 64),
+    ("miss", dict(r=64, init_weights="bat"), dict(r=64, init_weights="bat"), 64 * (2048 + 1024)),
     ("c3a", dict(block_size=64), dict(block_size=64), 1024 * 2048 // 64 + 1024 * 1024 // 64),
     ("c3a", dict(block_size=256, block_size_pattern={"v_proj": 128}), dict(block_size=256, block_size_pattern={"v_proj": 128}),
      1024 * 2048 // 256 + 1024 * 1024 // 128),

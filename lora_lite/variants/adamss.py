@@ -68,9 +68,9 @@ class Adamss(Variant):
     @classmethod
     def identity_at_init(cls, cfg): return cfg.init_weights == "orthogonal"      # None: B random, as PEFT
 
-    def __init__(self, cfg, d_in, d_out, r=None, alpha=None, device=None, name=""):
+    def __init__(self, cfg, d_in, d_out, r=None, alpha=None, device=None, name="", bias=False):
         self.R, self.K, self.rk = min(cfg.r, d_in, d_out), min(cfg.num_subspaces, d_out), cfg.subspace_rank
-        super().__init__(cfg, d_in, d_out, r=r, alpha=alpha, device=device, name=name)
+        super().__init__(cfg, d_in, d_out, r=r, alpha=alpha, device=device, name=name, bias=bias)
         self.register_buffer("g", torch.zeros(d_out, dtype=torch.long, device=device))   # group (k-means label) of each output row
     def param_shapes(self): return {"A": (self.K, self.rk, self.R), "B": (self.d_out, self.rk)}   # B: groups' rows, group by group
     def buffer_shapes(self): return {"V": (self.R, self.d_in), "c": (self.R,)}   # V_Rᵀ; c: its bias column (0 without a bias)

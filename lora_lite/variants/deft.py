@@ -55,8 +55,8 @@ class Deft(Variant):
     peft_type = "DEFT"
     example = {"r": 4, "alpha": 16.0}
 
-    def __init__(self, cfg, d_in, d_out, r=None, alpha=None, device=None, name=""):
-        super().__init__(cfg, d_in, d_out, min(cfg.r if r is None else r, d_out), alpha, device, name)   # PEFT caps r at d_out
+    def __init__(self, cfg, d_in, d_out, r=None, alpha=None, device=None, name="", bias=False):
+        super().__init__(cfg, d_in, d_out, min(cfg.r if r is None else r, d_out), alpha, device, name, bias)   # PEFT caps r at d_out
 
     @classmethod
     def identity_at_init(cls, cfg): return cfg.init_weights and not cfg.para

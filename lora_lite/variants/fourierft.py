@@ -57,8 +57,8 @@ class FourierFT(Variant):
     def identity_at_init(cls, cfg): return cfg.init_weights          # PEFT's default N(0, 1) spectrum starts off the base
     def param_shapes(self): return {"spectrum": (self.r,)}
 
-    def __init__(self, cfg, d_in, d_out, r=None, alpha=None, device=None, name=""):
-        super().__init__(cfg, d_in, d_out, r, alpha, device, name)
+    def __init__(self, cfg, d_in, d_out, r=None, alpha=None, device=None, name="", bias=False):
+        super().__init__(cfg, d_in, d_out, r, alpha, device, name, bias)
         self.register_buffer("idx", torch.zeros(2, self.r, dtype=torch.long, device=device))   # (2, n): rows j, cols l
 
     @classmethod

@@ -78,9 +78,9 @@ class Frod(Variant):
     paper = ("doi:10.1609/aaai.v40i31.39813", "FRoD: full-rank fine-tuning in a basis shared across blocks (AAAI 2026)")
     bench, results = {"lr": 1e-4}, {"PEFT · Llama-3.2-3B": 50.9}   # PEFT's frod/llama-3.2-3B-default (default config and lr); …-sparse0.02-lr_0.001: 27.1
     config_cls, peft_type, example = FrodConfig, "FROD", {"sparse_rate": 0.05}
-    def __init__(self, cfg, d_in, d_out, r=None, alpha=None, device=None, name=""):
+    def __init__(self, cfg, d_in, d_out, r=None, alpha=None, device=None, name="", bias=False):
         self.category = frod_kind(name); self.kind = re.sub(r"\W", "_", self.category)   # PEFT's name, and ours
-        super().__init__(cfg, d_in, d_out, r=1, alpha=1.0, device=device, name=name)
+        super().__init__(cfg, d_in, d_out, r=1, alpha=1.0, device=device, name=name, bias=bias)
     def param_shapes(self): return {"lam": (self.d_in,), "s": (_nnz(self.d_in, self.cfg.sparse_rate),)}
     def buffer_shapes(self): return {"lam0": (self.d_in,)}
     @classmethod

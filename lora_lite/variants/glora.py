@@ -46,9 +46,6 @@ class Glora(Variant):
     results = {"PEFT · Llama-3.2-3B": 41.8, "PEFT · Llama-3.2-3B · vector paths": 37.1}
     peft_type = "GLORA"
     example = {"r": 4}
-    def __init__(self, cfg, d_in, d_out, r=None, alpha=None, device=None, name="", bias=False):
-        object.__setattr__(self, "has_bias", bias)                      # C, D, E exist only on a layer with a bias
-        super().__init__(cfg, d_in, d_out, r, alpha, device, name)
     @classmethod
     def identity_at_init(cls, cfg): return cfg.init_weights
     def kinds(self) -> dict:

@@ -10,7 +10,8 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register, check_int, check_bool, dense_weight, SHARED
+from ..core import AdapterConfig, Variant, register, check_int, check_bool, dense_weight
+from ..shared import SHARED
 from ..helpers import peft_key
 
 # %% auto #0

@@ -50,8 +50,8 @@ class SHiRA(Variant):
     @classmethod
     def identity_at_init(cls, cfg): return cfg.init_weights   # init_weights=False starts off the base
 
-    def __init__(self, cfg, d_in, d_out, r=None, alpha=None, device=None, name=""):
-        super().__init__(cfg, d_in, d_out, r=r, alpha=alpha, device=device, name=name)
+    def __init__(self, cfg, d_in, d_out, r=None, alpha=None, device=None, name="", bias=False):
+        super().__init__(cfg, d_in, d_out, r=r, alpha=alpha, device=device, name=name, bias=bias)
         self.register_buffer("idx", torch.zeros(self.n, dtype=torch.long, device=device))   # flat positions o·d_in + i
 
     @property

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import ClassVar, Union
 import torch
 import torch.nn.functional as F
-from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool, dense_weight, SHARED
+from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool, dense_weight
+from ..shared import SHARED
 from ..helpers import peft_key
 
 # %% auto #0
@@ -63,8 +64,8 @@ class TinyLora(Variant):
     peft_type = "TINYLORA"
     example = {"u": 16, "weight_tying": 0.5}
 
-    def __init__(self, cfg, d_in, d_out, r=None, alpha=None, device=None, name=""):
-        super().__init__(cfg, d_in, d_out, min(cfg.r if r is None else r, d_in, d_out), alpha, device, name)
+    def __init__(self, cfg, d_in, d_out, r=None, alpha=None, device=None, name="", bias=False):
+        super().__init__(cfg, d_in, d_out, min(cfg.r if r is None else r, d_in, d_out), alpha, device, name, bias)
         self.index, self.group = 0, 0            # place among the adapter's layers (set by shared_shapes)
     def buffer_shapes(self): return {"A": (self.r, self.d_in), "B": (self.d_out, self.r), "P": (self.cfg.u, self.r, self.r)}
     @classmethod

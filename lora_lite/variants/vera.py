@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 import torch
 import torch.nn.functional as F
-from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool, gather_copies
+from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool
+from ..shared import gather_copies
 from ..helpers import peft_key
 
 # %% auto #0

@@ -77,8 +77,8 @@ class WaveFT(Variant):
     def identity_at_init(cls, cfg): return cfg.init_weights
     def param_shapes(self): return {"spectrum": (self.r,)}
 
-    def __init__(self, cfg, d_in, d_out, r=None, alpha=None, device=None, name=""):
-        super().__init__(cfg, d_in, d_out, r, alpha, device, name)
+    def __init__(self, cfg, d_in, d_out, r=None, alpha=None, device=None, name="", bias=False):
+        super().__init__(cfg, d_in, d_out, r, alpha, device, name, bias)
         self.register_buffer("idx", torch.zeros(2, self.r, dtype=torch.long, device=device))   # (2, n): rows r, cols c
         self.H, self.W = (d_out + d_out % 2, d_in + d_in % 2) if cfg.use_idwt else (d_out, d_in)   # grid size (even if idwt)
 
