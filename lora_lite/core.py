@@ -193,7 +193,7 @@ class Variant(nn.Module):
         "{name: (shape, trainable: bool)} of the tensors shared by `layers` {module name: Variant}; default {}."
         return {}
     @property
-    def shared(self) -> "SharedTensors":
+    def shared(self):
         "The adapter's tensors shared by every layer (`shared_shapes`), read by reference: `self.shared.A`."
         sh = self.__dict__.get("_shared")
         if sh is None: raise RuntimeError(f"{type(self).__name__}: this layer is not linked to shared tensors; link layers built by "

@@ -1,6 +1,5 @@
 "The GSM8K benchmark (lora_lite.bench): scoring, data, masking, the synthetic set, local paper-format data, the CLI, DDP."
 import json, os, stat, subprocess, sys, time, types
-from pathlib import Path
 import pytest, torch
 import lora_lite as ll
 from lora_lite.bench import data, train, evaluate, report, run, cli as bench_cli
