@@ -101,7 +101,7 @@ class BOFT(Variant):
         perms = cached(self, "perms", self.perms)
         for i in reversed(range(R.shape[0])):
             if i: x = x[..., perms[i - 1][1]]                                    # x P_i
-            x = torch.einsum("...nk,nkc->...nc", x.unflatten(-1, R.shape[1:3]), R[i]).flatten(-2)
+            x = torch.bmm(x.reshape(-1, *R.shape[1:3]).transpose(0, 1), R[i]).transpose(0, 1).reshape(x.shape)   # blocks x_k R_ik
             if i: x = x[..., perms[i - 1][0]]                                    # · P_iᵀ
         return x
 

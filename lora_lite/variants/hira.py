@@ -44,6 +44,7 @@ class HiRA(Variant):
     def identity_at_init(cls, cfg): return cfg.init_weights is not False   # init_weights=False starts off the base
     def param_shapes(self): return {"A": (self.r, self.d_in), "B": (self.d_out, self.r)}
     def bind(self, module): object.__setattr__(self, "_base", module)   # plain reference: not a child, not saved
+    def decode_reads(self): return self.d_in * self.d_out + self.A.numel() + self.B.numel()   # W ⊙ BA reads W again
 
     @torch.no_grad()
     def init(self, module):

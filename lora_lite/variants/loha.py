@@ -10,7 +10,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register, cached, check_float, check_bool
+from ..core import AdapterConfig, Variant, register, cached, grad_wanted, check_float, check_bool
 from ..helpers import peft_key
 
 # %% auto #0
@@ -68,6 +68,10 @@ class LoHa(Variant):
         "True when the rank-r² form is cheaper per token than the dense ΔW."
         return self.r * self.r * (self.d_in + self.d_out) < self.d_in * self.d_out
 
+    def factored(self, T:int) -> bool:
+        "True when T tokens are cheapest through the four factors: T·r²(d_in + d_out) multiply-adds ≤ 4× the dense ΔW's reads."
+        return T * self.r * self.r * (self.d_in + self.d_out) <= 4 * self.d_in * self.d_out
+
     def factors(self) -> tuple:
         "(s·P (d_out, r²), Q (r², d_in)) with ΔW = s·P Q."
         P = (self.B1[:, :, None] * self.B2[:, None, :]).reshape(self.d_out, -1)
@@ -84,7 +88,10 @@ class LoHa(Variant):
         p = self.cfg.module_dropout
         if self.training and p and torch.rand(()) < p: return y                # skip the adapter this step
         x = x.to(self.A1.dtype)
-        if self.khatri_rao():
+        if not grad_wanted(self) and self.factored(x.numel() // self.d_in):      # decoding: reads only B₁, A₁, B₂, A₂
+            M = (self.A1 * x.reshape(-1, 1, self.d_in)) @ self.A2.T             # (T, r, r): A₁ diag(x) A₂ᵀ
+            d = self.scale * ((self.B1 @ M) * self.B2).sum(-1).view(*x.shape[:-1], self.d_out)   # s·rowsum((B₁M) ⊙ B₂)
+        elif self.khatri_rao():
             P, Q = cached(self, "PQ", self.factors)
             d = (x @ Q.T) @ P.T                                                # (..., r²) -> (..., d_out)
         else: d = F.linear(x, cached(self, "dW", self._dense))                  # (..., d_out)

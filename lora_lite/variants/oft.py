@@ -114,9 +114,9 @@ class OFT(Variant):
         if self.cfg.coft and torch.is_grad_enabled() and self.q.requires_grad:
             with torch.no_grad(): self.q.copy_(coft_project(self.q, self.cfg.eps))   # PEFT's projected step, kept in q
         R = cached(self, "R", self.rotation)                                          # (m, b, b)
-        xs = x.to(R.dtype).unflatten(-1, (self.n, self.b))                            # (..., n, b)
-        xr = xs @ R[0] if self.cfg.block_share else torch.einsum("...nk,nkc->...nc", xs, R)
-        return xr.flatten(-2).to(x.dtype)                                             # (..., d_in), fed to the base layer
+        xs = x.to(R.dtype).reshape(-1, self.n, self.b)                                # (T, n, b)
+        xr = xs @ R[0] if self.cfg.block_share else torch.bmm(xs.transpose(0, 1), R).transpose(0, 1)   # block k: x_k R_k
+        return xr.reshape(x.shape).to(x.dtype)                                        # (..., d_in), fed to the base layer
 
     def delta_weight(self, module):
         M = self(torch.eye(self.d_in, dtype=self.q.dtype, device=self.q.device)).float()   # rows e_i M: M = diag(R_k)

@@ -86,8 +86,10 @@ class SHiRA(Variant):
 
     def forward(self, x, y):
         x = x.to(self.w.dtype)
-        if not grad_wanted(self) and self.w.dtype in (torch.float32, torch.float64):
-            d = (cached(self, "csr", self.csr) @ x.reshape(-1, self.d_in).T).T.reshape(*x.shape[:-1], self.d_out)   # inference
+        if not grad_wanted(self) and self.w.dtype in (torch.float32, torch.float64):    # inference: the CSR ΔW
+            S = cached(self, "csr", self.csr)
+            if x.numel() == self.d_in: d = torch.mv(S, x.reshape(-1)).view(*x.shape[:-1], self.d_out)   # one token: sparse mat-vec
+            else: d = (S @ x.reshape(-1, self.d_in).T).T.reshape(*x.shape[:-1], self.d_out)
         elif x.numel() // self.d_in * self.n <= self.d_in * self.d_out:            # few tokens: gather, O(T·n)
             rows, cols = self.idx // self.d_in, self.idx % self.d_in
             d = x.new_zeros(*x.shape[:-1], self.d_out).index_add_(-1, rows, x[..., cols] * self.w)
