@@ -89,6 +89,7 @@ class RandLora(Variant):
         for l in layers.values(): l.lam.zero_(); l.gamma.fill_(1 / max(l.N, l.m))
 
     def init(self, module): type(self).init_all({"": self}, {"": module})
+    def decode_reads(self): return self.N * self.r * (self.d_in + self.d_out)   # its U and slice of B, per layer: ≥ ΔW
 
     def U(self) -> torch.Tensor:
         "The scaled small-side factor U (r·N, m): row iN + b is Λ_ib Γ_b ⊙ A_i."
@@ -124,11 +125,10 @@ def _peft_export(cls, cfg, layers, modules):
     if not all(torch.equal(mine, drawn.to(mine)) for mine, drawn in ((sh.A, A), (sh.B, B))):
         raise ValueError(f"randlora: the frozen bases are not the draw of projection_prng_key={cfg.projection_prng_key}, "
                          "so the adapter can't be written as PEFT's shared randlora_A / randlora_B.")
-    t = {}
+    t = {"base_model.randlora_A": A, "base_model.randlora_B": B} if cfg.save_projection else {}
     for n, l in layers.items():
         t |= {peft_key(n, "randlora_lambda"): l.lam, peft_key(n, "randlora_gamma"): l.gamma}
         if cfg.save_projection: t |= {peft_key(n, "randlora_A"): A, peft_key(n, "randlora_B"): B}
-    if cfg.save_projection: t |= {"base_model.randlora_A": A, "base_model.randlora_B": B}
     return dict(peft_type="RANDLORA", r=cfg.r, randlora_alpha=cfg.alpha, projection_prng_key=cfg.projection_prng_key,
                 save_projection=cfg.save_projection, sparse=cfg.sparse, very_sparse=cfg.very_sparse,
                 randlora_dropout=cfg.randlora_dropout, bias="none"), t
