@@ -70,15 +70,15 @@ class C3A(Variant):
 
     def _dtype(self): return torch.promote_types(self.kernel.dtype, torch.float32)   # FFTs in fp32 or fp64
     def kernel_fft(self) -> torch.Tensor:
-        "conj(rfft(w)) (d_out/b, d_in/b, b//2+1), complex: every block's frequency response (parameter-only)."
-        return torch.fft.rfft(self.kernel.to(self._dtype())).conj()
+        "conj(rfft(w)) / d_in (d_out/b, d_in/b, b//2+1), complex: every block's frequency response, scaled (parameter-only)."
+        return torch.fft.rfft(self.kernel.to(self._dtype())).conj() / self.d_in
 
     def forward(self, x, y):
         K = cached(self, "kernel_fft", self.kernel_fft)                         # reused while decoding
         X = torch.fft.rfft(x.to(self._dtype()).unflatten(-1, (-1, self.r)))     # (..., d_in/b, b//2+1)
         if X[..., 0, 0].numel() <= 4: Z = (X.unsqueeze(-3) * K).sum(-2)         # decoding: (..., i, j, f) is small
         else: Z = torch.einsum("...jf,ijf->...if", X, K)                        # (..., d_out/b, b//2+1)
-        z = torch.fft.irfft(Z, n=self.r).flatten(-2) / self.d_in                # (..., d_out)
+        z = torch.fft.irfft(Z, n=self.r).flatten(-2)                            # (..., d_out)
         return (y + z).to(y.dtype)
 
     def delta_weight(self, module):

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/66_fourierft.ipynb #aefa2d5b
 from __future__ import annotations
-import re
+import re, warnings
 from dataclasses import dataclass, field
 from typing import ClassVar
 import torch
@@ -13,7 +13,7 @@ from ..core import AdapterConfig, Variant, register, check_int, check_bool, cach
 from ..helpers import peft_key
 
 # %% auto #0
-__all__ = ['DENSE_ABOVE', 'FourierFTConfig', 'fourier_positions', 'FourierFT']
+__all__ = ['FourierFTConfig', 'fourier_positions', 'set_positions', 'FourierFT']
 
 # %% ../../nbs/66_fourierft.ipynb #32421775
 @dataclass(frozen=True)
@@ -41,12 +41,18 @@ def fourier_positions(seed:int, n:int, d_in:int, d_out:int) -> torch.Tensor:
     t = torch.randperm(d_out * d_in, generator=torch.Generator().manual_seed(seed))[:n]
     return torch.stack([t // d_in, t % d_in])
 
-# %% ../../nbs/66_fourierft.ipynb #9cbcc880
-DENSE_ABOVE = 2 ** 18   # tokens × n above which x ΔWᵀ with a built ΔW beats the per-token FFTs at inference (measured)
+def set_positions(layers:dict, draw) -> None:
+    "Copy `draw(layer)` into each layer's `idx`, drawn once per (d_in, d_out, n): equal shapes share positions (also WaveFT's)."
+    memo = {}
+    for l in layers.values():
+        key = (l.d_in, l.d_out, l.r)
+        if key not in memo: memo[key] = draw(l)
+        l.idx.copy_(memo[key])
 
+# %% ../../nbs/66_fourierft.ipynb #9cbcc880
 @register
 class FourierFT(Variant):
-    "n trained spectral coefficients c at fixed frequencies idx; ΔW = α Re(IDFT2): two 1-D FFTs per token, or dense for many tokens."
+    "n trained spectral coefficients c at fixed frequencies idx; ΔW = α Re(IDFT2): two real FFTs and a sparse map per token at inference, dense ΔW in training."
     config_cls = FourierFTConfig
     paper = ("2405.03003", "Parameter-Efficient Fine-Tuning with Discrete Fourier Transform")
     bench = {"lr": 1e-4, "n_frequency": 5000, "alpha": 300.0}   # PEFT's MetaMathQA fourierft/llama-3.2-3B-n_frequency-5000
@@ -71,25 +77,35 @@ class FourierFT(Variant):
     @classmethod
     @torch.no_grad()
     def init_all(cls, layers, modules):
-        perms = {}
-        for l in layers.values():
-            key = (l.d_in, l.d_out, l.r)
-            if key not in perms: perms[key] = fourier_positions(l.cfg.random_loc_seed, l.r, l.d_in, l.d_out)
-            l.idx.copy_(perms[key])
-            if l.cfg.init_weights: l.spectrum.zero_()
-            else: l.spectrum.copy_(torch.randn(l.r))
+        set_positions(layers, lambda l: fourier_positions(l.cfg.random_loc_seed, l.r, l.d_in, l.d_out))
+        for l in layers.values(): l.spectrum.zero_() if l.cfg.init_weights else l.spectrum.copy_(torch.randn(l.r))
 
     def init(self, module): type(self).init_all({"": self}, {"": module})
 
+    def half_map(self) -> torch.Tensor:
+        "R: sparse real (2h_out, 2h_in) map from [Re, Im] of rfft(x) to the half spectrum Q with irfft(Q) = x ΔWᵀ (parameter-only)."
+        (j, l), di, do = self.idx, self.d_in, self.d_out
+        hi, ho = di // 2 + 1, do // 2 + 1
+        s = self.spectrum.float() * (self.scale / (2 * di * do))               # (n,): α c_k / (2 d_in d_out)
+        lh, sg = torch.where(l < hi, l, di - l), torch.where(l < hi, 1.0, -1.0)  # X_l = conj(X_{d_in - l}) past the half
+        rows, cols, vals = [], [], []
+        for jj, sj in ((j, -1.0), ((do - j) % do, 1.0)):                       # Q_j = conj(v_j + conj(v_{-j})) / 2
+            k = jj < ho
+            rows += [2 * jj[k], 2 * jj[k] + 1]; cols += [2 * lh[k], 2 * lh[k] + 1]; vals += [s[k], sj * sg[k] * s[k]]
+        with warnings.catch_warnings():                                         # "sparse support is in beta": it is exact here
+            warnings.simplefilter("ignore", UserWarning)
+            R = torch.sparse_coo_tensor(torch.stack([torch.cat(rows), torch.cat(cols)]), torch.cat(vals), (2 * ho, 2 * hi))
+            return R.coalesce().to_sparse_csr()
+
     def forward(self, x, y):
-        if grad_wanted(self) or x[..., 0].numel() * self.r > DENSE_ABOVE:          # training, or many tokens: one product
+        T = x[..., 0].numel()
+        if grad_wanted(self):                                                    # training: one dense product (backward too)
             dW = cached(self, "delta_weight", lambda: self.delta_weight(None))     # (d_out, d_in); fresh under autograd
             return (y + F.linear(x.float(), dW)).to(y.dtype)
-        c = self.spectrum.float() * (self.scale / (self.d_in * self.d_out))      # (n,)
-        X = torch.fft.fft(x.reshape(-1, self.d_in).float(), dim=-1).T.contiguous()   # (d_in, T) complex: a column per token
-        u = X.index_select(0, self.idx[1]) * c[:, None]                           # (n, T): c_k · X[l_k]
-        v = u.new_zeros(self.d_out, u.shape[1]).index_add_(0, self.idx[0], u)     # (d_out, T): summed into rows j_k
-        return (y + torch.fft.fft(v, dim=0).real.T.reshape(y.shape)).to(y.dtype)
+        X = torch.view_as_real(torch.fft.rfft(x.reshape(T, self.d_in).float())).flatten(-2)   # (T, 2h_in): [Re, Im] per frequency
+        Q = (cached(self, "half_map", self.half_map) @ X.T).T.contiguous()                 # (T, 2h_out)
+        z = torch.fft.irfft(torch.view_as_complex(Q.unflatten(-1, (-1, 2))), n=self.d_out, norm="forward")   # (T, d_out)
+        return (y + z.reshape(y.shape)).to(y.dtype)
 
     def delta_weight(self, module):
         F_ = torch.zeros(self.d_out, self.d_in, device=self.spectrum.device)

@@ -4,13 +4,14 @@
 
 # %% ../../nbs/43_waveft.ipynb #92a5b669
 from __future__ import annotations
-import re
+import re, warnings
 from dataclasses import dataclass, field
 from typing import ClassVar
 import torch
 import torch.nn.functional as F
-from ..core import AdapterConfig, Variant, register, check_int, check_bool
+from ..core import AdapterConfig, Variant, register, check_int, check_bool, cached, grad_wanted
 from ..helpers import peft_key
+from .fourierft import fourier_positions, set_positions
 
 # %% auto #0
 __all__ = ['R2', 'WaveFTConfig', 'haar', 'ihaar', 'wave_positions', 'WaveFT']
@@ -57,8 +58,7 @@ def ihaar(w:torch.Tensor) -> torch.Tensor:
 
 def wave_positions(seed:int, n:int, d_in:int, d_out:int, use_idwt:bool=True) -> torch.Tensor:
     "(2, n) positions of the coefficients: PEFT's draw (p, q), mapped to band coordinates (r, c) when use_idwt."
-    t = torch.randperm(d_out * d_in, generator=torch.Generator().manual_seed(seed))[:n]
-    p, q = t // d_in, t % d_in
+    p, q = fourier_positions(seed, n, d_in, d_out)                         # PEFT's draw is FourierFT's
     if not use_idwt: return torch.stack([p, q])
     H2, W2 = (d_out + 1) // 2, (d_in + 1) // 2                            # halves of the even-padded sizes
     return torch.stack([p % H2 + H2 * (q >= W2), q % W2 + W2 * (p >= H2)])
@@ -66,7 +66,7 @@ def wave_positions(seed:int, n:int, d_in:int, d_out:int, use_idwt:bool=True) -> 
 # %% ../../nbs/43_waveft.ipynb #578b7f8a
 @register
 class WaveFT(Variant):
-    "n trained Haar coefficients c at fixed band positions idx; ΔW = α IDWT2(C), applied as analysis, gather-scatter, synthesis."
+    "n trained Haar coefficients c at fixed band positions idx; ΔW = α IDWT2(C): analysis, gather-scatter, synthesis; sparse ΔW at inference."
     config_cls = WaveFTConfig
     paper = ("2505.12532", "Exploring Sparsity for Parameter Efficient Fine Tuning Using Wavelets")
     bench = {"lr": 1e-4, "n_frequency": 5000, "alpha": 25.0}   # PEFT's MetaMathQA waveft/llama-3.2-3B-n_frequency-5000
@@ -92,17 +92,20 @@ class WaveFT(Variant):
     @classmethod
     @torch.no_grad()
     def init_all(cls, layers, modules):
-        pos = {}
-        for l in layers.values():
-            key = (l.d_in, l.d_out, l.r)
-            if key not in pos: pos[key] = wave_positions(l.cfg.random_loc_seed, l.r, l.d_in, l.d_out, l.cfg.use_idwt)
-            l.idx.copy_(pos[key])
-            if l.cfg.init_weights: l.spectrum.zero_()
-            else: l.spectrum.copy_(0.01 * torch.randn(l.r))
+        set_positions(layers, lambda l: wave_positions(l.cfg.random_loc_seed, l.r, l.d_in, l.d_out, l.cfg.use_idwt))
+        for l in layers.values(): l.spectrum.zero_() if l.cfg.init_weights else l.spectrum.copy_(0.01 * torch.randn(l.r))
 
     def init(self, module): type(self).init_all({"": self}, {"": module})
 
+    def csr(self) -> torch.Tensor:
+        "ΔW (d_out, d_in) as a sparse CSR matrix: at most 4n entries, each coefficient a signed 2×2 block (parameter-only)."
+        with warnings.catch_warnings():                                         # "CSR support is in beta": it is exact here
+            warnings.simplefilter("ignore", UserWarning); return self.delta_weight(None).to_sparse_csr()
+
     def forward(self, x, y):
+        if not grad_wanted(self):                                                # inference: one sparse product, ≤ 4n MACs/token
+            d = cached(self, "csr", self.csr) @ x.reshape(-1, self.d_in).float().T    # (d_out, T)
+            return (y + d.T.reshape(y.shape)).to(y.dtype)
         c = self.spectrum.float() * self.scale                                   # (n,)
         xt = F.pad(x.reshape(-1, self.d_in).float(), (0, self.W - self.d_in))     # (T, W): a zero column if d_in is odd
         xh = (haar(xt) if self.cfg.use_idwt else xt).T.contiguous()               # (W, T): bands of each token, as columns
