@@ -116,7 +116,7 @@ class Frod(Variant):
         "A (d_in, d_in) = V ((Sᵀ + diag(λ−λ₀)) / λ₀) V⁻¹, the product in float64: the layer maps x ↦ x + xA."
         return (self._t("V").double() @ ((self.S().T.double() + torch.diag((self.lam - self.lam0).double())) / self.lam0.double()) @ self._t("Vinv").double()).to(self.lam.dtype)
     def forward(self, x):
-        if not (grad_wanted(self) or self.training and self.cfg.frod_dropout):   # inference: A kept (d_in² per layer), one product a token
+        if x.numel() == self.d_in and not (grad_wanted(self) or self.training and self.cfg.frod_dropout):   # decoding one token: A kept, one d_in² product
             return (x + x.to(self.lam.dtype) @ cached(self, "A", self.transform)).to(x.dtype)
         z = F.dropout(x.to(self.lam.dtype), self.cfg.frod_dropout, self.training) @ self._t("V")   # (..., d_in): the input in V's basis
         z = (z @ self.S().T + z * (self.lam - self.lam0)) / self.lam0   # (..., d_in): (Sᵀ + diag(λ−λ₀)) / λ₀
