@@ -76,8 +76,8 @@ class Peanut(Variant):
         return H
 
     def forward(self, x, y):
-        G = cached(self, "sG", lambda: self.scale * self.tweak())      # (r, d_in): s·G₀, kept between decode steps
-        return (y + (x.to(G.dtype) @ G.T) @ self.B.T).to(y.dtype)        # (..., d_out)
+        G = cached(self, "G", self.tweak)                                # (r, d_in); kept between decode steps
+        return (y + self.scale * (x.to(G.dtype) @ G.T) @ self.B.T).to(y.dtype)   # (..., d_out)
 
     def decode_reads(self): return self.r * (self.d_in + self.d_out)   # the kept G₀ and B; A and the encoder/decoder only build G₀
     def delta_weight(self, module): return self.scale * self.B @ self.tweak(module)
