@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 import torch
 import torch.nn.functional as F
-from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool, dense_weight
+from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool, dense_weight, cached, grad_wanted
 from ..helpers import peft_key
 
 # %% auto #0
@@ -52,16 +52,13 @@ def joint_basis(Ws:list, ridge:float, kind:str="") -> torch.Tensor:
     X = torch.cat(Ws)                                              # (L·d_out, d_in)
     if X.shape[0] < X.shape[1]: raise ValueError(f"{kind}: its blocks stack {X.shape[0]} rows < d_in={X.shape[1]}: PEFT would take V from an SVD whose extra columns span the weights' null space (λ₀ ≈ 0, PEFT's U there is float64 round-off), which this input-side form cannot reproduce; target more blocks of it (blocks·d_out >= d_in).")
     Q, R = torch.linalg.qr(X)                                      # Q (L·d_out, d_in), R (d_in, d_in)
-    d, T = R.shape[1], torch.zeros(R.shape, dtype=R.dtype, device=R.device)
-    for Qi in Q.split([W.shape[0] for W in Ws]):
-        T += torch.linalg.inv(Qi.T @ Qi + ridge * torch.eye(d, dtype=R.dtype, device=R.device))
+    T = sum(torch.linalg.inv(Qi.T @ Qi + ridge * torch.eye(R.shape[1], dtype=R.dtype, device=R.device)) for Qi in Q.split([W.shape[0] for W in Ws]))
     return R.T @ torch.linalg.eigh(T / len(Ws))[1]
 
 # %% ../../nbs/52_frod.ipynb #4fa0c0a4
 def _nnz(d:int, rate:float) -> int:
     "PEFT's number of trained S entries of a d×d kind: ⌊rate·d²⌋ off-diagonal, at least one when rate > 0."
-    k = min(int(d * d * rate), d * d - d)
-    return max(1, k) if rate > 0 and d > 1 else k
+    k = min(int(d * d * rate), d * d - d); return max(1, k) if rate > 0 and d > 1 else k
 def sparse_positions(d:int, rate:float, g:torch.Generator) -> torch.Tensor:
     "(2, nnz) row/col positions of S: a random draw of ⌊rate·d²⌋ off-diagonal entries, as PEFT draws them (no d²-sized grid)."
     n, nnz = d * d - d, _nnz(d, rate)
@@ -115,14 +112,16 @@ class Frod(Variant):
                              "neither PEFT nor lora_lite can reproduce this adapter here: load it on the base weights it was made from.")
         self.lam0.copy_(torch.linalg.solve(V.double(), dense_weight(module).to(V.device, torch.float64).T).norm(dim=1).float())   # ‖(W V⁻ᵀ)_{:,j}‖
     def S(self): return self.s.new_zeros(self.d_in, self.d_in).index_put(tuple(self._t("idx")), self.s)   # S (d_in, d_in): the values at the shared positions
+    def transform(self):
+        "A (d_in, d_in) = V ((Sᵀ + diag(λ−λ₀)) / λ₀) V⁻¹, the product in float64: the layer maps x ↦ x + xA."
+        return (self._t("V").double() @ ((self.S().T.double() + torch.diag((self.lam - self.lam0).double())) / self.lam0.double()) @ self._t("Vinv").double()).to(self.lam.dtype)
     def forward(self, x):
-        h = F.dropout(x.to(self.lam.dtype), self.cfg.frod_dropout, self.training)
-        z = h @ self._t("V")                                            # (..., d_in): the input in V's basis
+        if x.numel() == self.d_in and not (grad_wanted(self) or self.training and self.cfg.frod_dropout):   # decoding one token: A kept, one d_in² product
+            return (x + x.to(self.lam.dtype) @ cached(self, "A", self.transform)).to(x.dtype)
+        z = F.dropout(x.to(self.lam.dtype), self.cfg.frod_dropout, self.training) @ self._t("V")   # (..., d_in): the input in V's basis
         z = (z @ self.S().T + z * (self.lam - self.lam0)) / self.lam0   # (..., d_in): (Sᵀ + diag(λ−λ₀)) / λ₀
         return (x + z @ self._t("Vinv")).to(x.dtype)                   # (..., d_in)
-    def delta_weight(self, module):
-        A = self._t("V") @ ((self.S().T + torch.diag(self.lam - self.lam0)) / self.lam0) @ self._t("Vinv")   # x' = x(I + A)
-        return dense_weight(module).to(A.dtype) @ A.T                   # (d_out, d_in): W Aᵀ
+    def delta_weight(self, module): return dense_weight(module).to(self.lam.dtype) @ self.transform().T   # (d_out, d_in): W Aᵀ, as x' = x(I + A)
 
 # %% ../../nbs/52_frod.ipynb #7d0e4c13
 @torch.no_grad()

@@ -61,8 +61,7 @@ class Glora(Variant):
             elif kind == "constant": p[f"{k}_X"] = (1,)
         return p
     def bind(self, module): object.__setattr__(self, "_base", module)   # plain reference: not a child, not saved
-    @property
-    def dt(self): return next(iter(self._parameters.values())).dtype if self._parameters else self.cfg.dtype   # adapter dtype
+    dt = property(lambda self: next(iter(self._parameters.values())).dtype if self._parameters else self.cfg.dtype)   # the adapter dtype
 
     @torch.no_grad()
     def init(self, module):
@@ -113,6 +112,8 @@ class Glora(Variant):
             d = d + cached(self, "db", self.bias_delta)                  # (d_out,)
         return (y + d).to(y.dtype)
 
+    def decode_reads(self):   # W ⊙ A with a LoRA A reads W again (d_in·d_out); vector / scalar A, B scale or shift the output; C, D, E: a kept Δb (d_out)
+        return sum(p.numel() for k, p in self._parameters.items() if k[0] in "AB") + self.d_in * self.d_out * (self.cfg.config_A_B == "lora") + self.d_out * any(k[0] in "CDE" for k in self._parameters)
     def delta_weight(self, module): return self.weight_delta(module)
     def delta_bias(self, module): return self.bias_delta(module) if getattr(module, "bias", None) is not None else None
 

@@ -59,8 +59,7 @@ class Lily(Variant):
     results = {"PEFT · Llama-3.2-3B": 52.6, "PEFT · Llama-3.2-3B · q/v r=896 s=2": 50.5}
     peft_type = "LILY"
     example = {"r": 8, "alpha": 2.0, "stride_A": 2}
-    @classmethod
-    def identity_at_init(cls, cfg): return cfg.init_weights
+    identity_at_init = classmethod(lambda cls, cfg: cfg.init_weights)
     def param_shapes(self): return {"router": (self.cfg.num_B, self.r)}
 
     @classmethod
@@ -87,8 +86,10 @@ class Lily(Variant):
         return torch.einsum("e,erd->rd", pi, getattr(self.shared, self.b_name))              # (r, d_out)
 
     def forward(self, x, y):
-        A = getattr(self.shared, self.a_name)                               # (r, d_in)
-        h = x.to(A.dtype) @ A.T                                             # (..., r)
+        h = x.to(self.router.dtype) @ getattr(self.shared, self.a_name).T    # (..., r): x A_gᵀ
+        if h.numel() == self.r:                                             # one token (decode): [s·π_1 h, …, s·π_E h] @ [B_1; …; B_E], no B̄ formed
+            B, pi = getattr(self.shared, self.b_name), torch.softmax(h @ self.router.T, dim=-1)   # (E, r, d_out), (..., E)
+            return (y + ((self.scale * pi)[..., None] * h[..., None, :]).flatten(-2) @ B.flatten(0, 1)).to(y.dtype)
         return (y + self.scale * (h @ self.mix(h))).to(y.dtype)             # (..., d_out)
 
     def batch_delta(self, x):

@@ -92,6 +92,7 @@ class Miss(Variant):
         if self.mini(): return (y.unflatten(-1, (-1, self.cfg.mini_r)) + z.unsqueeze(-2)).flatten(-2).to(y.dtype)
         return (y + z).to(y.dtype)
 
+    def decode_reads(self): return self.B.numel() + self.d_in * self.d_out * self.bat()   # Bat's W_ij·B_i reads W again
     def delta_weight(self, module):
         if self.bat(): return self.bat_delta(module)
         Bt = self.B.T.repeat(self.d_out // self.B.shape[1], 1)                 # (d_out, r), tiled in "mini" mode

@@ -93,6 +93,7 @@ class Osf(Variant):
         old = ((x @ self.V0.T) * self.S0) @ self.U0.T                    # (..., d_out)  x(U₀ S₀ V₀)ᵀ, inside y
         return (y + (new - old)).to(y.dtype)
 
+    def decode_reads(self): return 2 * self.r * (self.d_in + self.d_out + 1)   # U, S, V and U₀, S₀, V₀; the kept U_h / V_h only project gradients
     def delta_weight(self, module): return (self.U * self.S) @ self.V - (self.U0 * self.S0) @ self.V0   # (d_out, d_in)
 
 # %% ../../nbs/42_osf.ipynb #3c2ff649

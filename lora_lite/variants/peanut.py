@@ -79,6 +79,7 @@ class Peanut(Variant):
         G = cached(self, "G", self.tweak)                                # (r, d_in); kept between decode steps
         return (y + self.scale * (x.to(G.dtype) @ G.T) @ self.B.T).to(y.dtype)   # (..., d_out)
 
+    def decode_reads(self): return self.r * (self.d_in + self.d_out)   # the kept G₀ and B; A and the encoder/decoder only build G₀
     def delta_weight(self, module): return self.scale * self.B @ self.tweak(module)
 
 # %% ../../nbs/53_peanut.ipynb #fbc8a171
