@@ -169,4 +169,5 @@ def test_decode_cache_is_used_and_fresh(ids):
     with torch.no_grad(): layer.P.add_(0.05)
     c = logits(m, ids)
     assert len(calls) == 2 and (c - a).abs().max() > 1e-4 and torch.equal(a, b)
-    assert torch.equal(m(ids).logits.detach(), c) and len(calls) == 3     # autograd path: never cached
+    # autograd path: never cached, PEFT's order (the inference form sums in another order: equal to rounding)
+    assert torch.allclose(m(ids).logits.detach(), c, atol=1e-6, rtol=0) and len(calls) == 3

@@ -41,6 +41,7 @@ class AntiPaSTOAblate(SVDBasis):
     @classmethod
     def identity_at_init(cls, cfg): return cfg.alpha0 == 0 or cfg.coeff == 0   # alpha0 > 0: off the base by design
     def param_shapes(self): return {"c": (self.r, self.cfg.k), "alpha": (self.cfg.k,)}
+    def decode_reads(self): return self.cfg.k * (self.d_in + self.d_out)   # a token reads only the fused rank-k factors (A_f, B_f)
 
     def init(self, module):
         super().init(module)                                   # U, S, Vh

@@ -10,7 +10,7 @@ from typing import ClassVar, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_float, check_bool
+from ..core import AdapterConfig, Variant, register, dense_weight, cached, grad_wanted, check_float, check_bool
 from ..helpers import peft_key
 
 # %% auto #0
@@ -79,11 +79,24 @@ class Deft(Variant):
         rho = self.project()[1]
         self.R.copy_(rho.T @ dense_weight(module) / self.scale)            # sR = ρᵀW: ΔW = 0
 
+    def inference_factors(self) -> tuple:
+        "(Q, ρ, sR or None, bρ or None) in fp32: everything of the inference form that is not the token's."
+        Q, rho = self.project()
+        b = getattr(self._base, "bias", None)
+        return Q, rho, None if self.cfg.para else self.scale * self.R.float(), None if b is None else b.float() @ rho
+
     def forward(self, x, y):
         base = getattr(self, "_base", None)
         if base is None: raise RuntimeError("DeFT layer is not bound to a base layer: attach it with ll.attach / ll.load.")
-        Q, rho = cached(self, "project", self.project)                     # once per change when decoding
-        y32, b = y.float(), getattr(base, "bias", None)
+        y32 = y.float()
+        if not grad_wanted(self) and not (self.training and self.cfg.deft_dropout):   # inference: one pass through Q
+            Q, rho, sR, b_rho = cached(self, "inference", self.inference_factors)
+            z = y32 @ rho if b_rho is None else y32 @ rho - b_rho                     # (..., r) = (y − b)ρ
+            if sR is not None: z = F.linear(x.float(), sR) - z                        # s·xRᵀ − (y − b)ρ
+            else: z = -z
+            return (y32 + z @ Q.T).to(y.dtype)
+        Q, rho = self.project()
+        b = getattr(base, "bias", None)
         out = y32 - ((y32 if b is None else y32 - b.float()) @ rho) @ Q.T     # (..., d_out): remove (xWᵀ)ρQᵀ
         if self.cfg.para: return out.to(y.dtype)
         xd = F.dropout(x.float(), self.cfg.deft_dropout, self.training)
