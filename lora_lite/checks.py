@@ -178,7 +178,8 @@ def decode_floor(model:nn.Module) -> float:
     "Per-token weight traffic of an adapted model ÷ its base's, each layer in its cheapest exact form (shared tensors read once)."
     layers = adapter_layers(model)
     sh = getattr(model, SHARED, None)
-    shared = sum(t.numel() for t in (*sh.parameters(), *sh.buffers())) if sh is not None else 0
+    once = sh is not None and all(l.shared_read_once for l in layers.values())      # else each layer's decode_reads counts them
+    shared = sum(t.numel() for t in (*sh.parameters(), *sh.buffers())) if once else 0
     dense = lambda l: l.d_in * l.d_out if l.has_delta else float("inf")
     extra = min(sum(min(l.decode_reads(), dense(l)) for l in layers.values()) + shared, sum(dense(l) for l in layers.values()))
     return 1 + extra / _base_reads(model)

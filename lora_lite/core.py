@@ -244,6 +244,7 @@ class Variant(nn.Module):
     def peft_import(cls, pc:dict, dims:dict, tensors:dict, dtype) -> Optional[tuple]:
         "(config, {module: {tensor: value}}) from a PEFT config of `peft_type` and its state dict; None if not this variant's."
         return None
+    shared_read_once: ClassVar[bool] = True   # decode floor: shared tensors read once per token; False: `decode_reads` counts each layer's reads
     def decode_reads(self) -> int:
         "Numbers one token reads from this layer in its cheapest exact form, besides W and shared tensors (`checks.decode_floor`)."
         return sum(t.numel() for t in (*self.parameters(), *self.buffers()))

@@ -52,7 +52,7 @@ def lily_groups(dims:dict, stride_A:int) -> dict:
 class Lily(Variant):
     "A per-layer router (num_B × r); A and the B_e are shared tensors; y + s·(xAᵀ)·B̄ with B̄ mixed by the batch's routing."
     config_cls = LilyConfig
-    has_delta = False                       # B̄ depends on the whole input batch: there is no fixed ΔW
+    has_delta, shared_read_once = False, False   # B̄ depends on the batch: no fixed ΔW; each layer reads its A_g and all B_e
     paper = ("2407.09946", "Low-Rank Interconnected Adaptation across Layers")
     bench = {"lr": 1e-4, "r": 140, "alpha": 8.0, "stride_A": 14, "num_B": 2,
              "target_names": ("gate_proj", "up_proj", "down_proj")}   # PEFT's lily/llama-3.2-3B-rank140-mlp-a2-b2-s8.0
@@ -61,6 +61,7 @@ class Lily(Variant):
     example = {"r": 8, "alpha": 2.0, "stride_A": 2}
     identity_at_init = classmethod(lambda cls, cfg: cfg.init_weights)
     def param_shapes(self): return {"router": (self.cfg.num_B, self.r)}
+    def decode_reads(self): return self.router.numel() + sum(getattr(self.shared, n).numel() for n in (self.a_name, self.b_name))
 
     @classmethod
     def shared_shapes(cls, cfg, layers):
@@ -98,8 +99,7 @@ class Lily(Variant):
         return self.scale * self.mix(x.to(A.dtype) @ A.T).T @ A
 
     def delta_weight(self, module):
-        raise NotImplementedError("lily has no fixed ΔW: its router mixes the B_e by the routing averaged over the whole input "
-                                  "batch, so the update changes with the batch; `layer.batch_delta(x)` is the ΔW of one batch.")
+        raise NotImplementedError("lily has no fixed ΔW: its router mixes the B_e by the whole batch; `layer.batch_delta(x)` is one batch's.")
 
     def reference(self, module, x):
         b = getattr(module, "bias", None)
@@ -111,8 +111,7 @@ def _peft_export(cls, cfg, layers, modules):
     "PEFT's LILY fields and keys: every layer's copies of the A and B it reads, and its router; target_modules = the kinds."
     t = {}
     for n, l in layers.items():
-        B = getattr(l.shared, l.b_name)                                     # (E, r, d_out) -> PEFT's (E·r, d_out)
-        t |= {peft_key(n, "lily_A.weight"): getattr(l.shared, l.a_name), peft_key(n, "lily_B.weight"): B.reshape(-1, B.shape[-1]),
+        t |= {peft_key(n, "lily_A.weight"): getattr(l.shared, l.a_name), peft_key(n, "lily_B.weight"): getattr(l.shared, l.b_name).flatten(0, 1),
               peft_key(n, "lily_router.weight"): l.router}
     kinds = sorted({n.rsplit(".", 1)[-1] for n in layers})
     if bad := [n for n in layers if sum(n.endswith(k) for k in kinds) > 1]:
