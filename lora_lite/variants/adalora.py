@@ -10,7 +10,7 @@ from typing import ClassVar, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register, check_int, check_float, cached
+from ..core import AdapterConfig, Variant, register, check_int, check_float, cached, grad_wanted
 from ..helpers import peft_key
 
 # %% auto #0
@@ -62,9 +62,9 @@ class AdaLoRA(Variant):
     def init(self, module): nn.init.normal_(self.A, std=0.02); nn.init.normal_(self.B, std=0.02); nn.init.zeros_(self.E); self.kept.fill_(1)
     def denom(self): return torch.full((1,), float(self.r), dtype=self.A.dtype, device=self.A.device) + 1e-5   # r + 1e-5
     def forward(self, x, y):
-        AE = cached(self, "AE", lambda: self.A * self.E)                         # (r, d_in), reused between decode steps
-        h = F.dropout(x.to(self.A.dtype), self.cfg.dropout, self.training) @ AE.T @ self.B.T   # (..., d_out)
-        return (y + h * self.cfg.alpha / self.denom()).to(y.dtype)
+        x = F.dropout(x.to(self.A.dtype), self.cfg.dropout, self.training)
+        if grad_wanted(self): return (y + x @ (self.A * self.E).T @ self.B.T * self.cfg.alpha / self.denom()).to(y.dtype)   # training: PEFT's order
+        return (y + x @ cached(self, "sAE", lambda: self.A * self.E * self.cfg.alpha / self.denom()).T @ self.B.T).to(y.dtype)   # s·(E⊙A) once per change
     def delta_weight(self, module): return self.B @ (self.A * self.E) * self.cfg.alpha / self.denom()   # (d_out, d_in)
     @classmethod
     def aux_loss(cls, layers:dict) -> torch.Tensor:

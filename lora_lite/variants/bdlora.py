@@ -10,7 +10,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import Variant, register, check_int, check_bool
+from ..core import Variant, register, check_int, check_bool, cached, grad_wanted
 from ..helpers import init_lora, lora_to_peft
 from .lora import LoRAConfig, lora_peft_config, lora_tensors
 
@@ -98,7 +98,9 @@ class BdLoRA(Variant):
 
     def forward(self, x, y):
         x = F.dropout(x.to(self.A.dtype), self.cfg.dropout, self.training)
-        return (y + self.scale * self.up(self.down(x))).to(y.dtype)    # (..., d_out)
+        if grad_wanted(self): return (y + self.scale * self.up(self.down(x))).to(y.dtype)   # training: the n blocks, batched
+        A, B = cached(self, "AB", lambda: (self.dense("A"), self.dense("B")))   # inference: the block-diagonal factor made dense, once
+        return (y + self.scale * (x @ A.T) @ B.T).to(y.dtype)          # (..., d_out)
 
     def dense(self, which):
         "A (r, d_in) or B (d_out, r) as the full matrix (block-diagonal where stored so)."

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
 import torch.nn.functional as F
-from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool
+from ..core import AdapterConfig, register, check_int, check_float, check_bool
+from .vera import Vera
 from ..helpers import peft_key
 
 # %% auto #0
@@ -50,35 +51,19 @@ def pvera_projections(cfg:PveraConfig, d_in:int, d_out:int) -> tuple:
 
 # %% ../../nbs/44_pvera.ipynb #8ec47963
 @register
-class Pvera(Variant):
-    "Frozen shared random A (2r rows), B (stored once); trains λ_d (2r) and λ_b (d_out); the code is sampled in training."
+class Pvera(Vera):
+    "VeRA's shared frozen pair with 𝒜 of 2r rows, λ_d of 2r; the code is sampled in training, its mean μ at inference."
     config_cls = PveraConfig
     paper = ("2512.07703", "PVeRA: Probabilistic Vector-Based Random Matrix Adaptation")
     bench = {"lr": 3e-3, "r": 64}     # PEFT's MetaMathQA pvera/llama-3.2-3B-rank64 (r=64, lr 3e-3; -default: r=256, 35.3)
     results = {"PEFT · Llama-3.2-3B": 35.6}
     peft_type = "PVERA"
     example = {"r": 16}
-    def param_shapes(self): return {"lambda_b": (self.d_out,), "lambda_d": (2 * self.r,)}
-    @classmethod
-    def shared_shapes(cls, cfg, layers):      # one frozen pair for the widest layers: 𝒜 (2r, D_in), ℬ (D_out, r)
-        return {"A": ((2 * cfg.r, max(l.d_in for l in layers.values())), False), "B": ((max(l.d_out for l in layers.values()), cfg.r), False)}
-    @property
-    def A(self): return self.shared.A[:, :self.d_in]      # (2r, d_in): a view of the shared 𝒜
-    @property
-    def B(self): return self.shared.B[:self.d_out]        # (d_out, r): a view of the shared ℬ
-
-    @classmethod
-    @torch.no_grad()
-    def init_all(cls, layers, modules):
-        l0 = next(iter(layers.values()))
-        for t, drawn in zip((l0.shared.A, l0.shared.B), pvera_projections(l0.cfg, l0.shared.A.shape[1], l0.shared.B.shape[0])): t.copy_(drawn)
-        for l in layers.values(): l.lambda_d.fill_(l.cfg.d_initial); l.lambda_b.zero_()
-
-    def init(self, module): type(self).init_all({"": self}, {"": module})
+    rows = 2                                  # 𝒜 (2r, D_in), λ_d (2r): mean and log-variance halves
+    projections = staticmethod(pvera_projections)
 
     def sample(self, mu, logvar):
         "z = μ + ε ⊙ exp(½ log σ²) in training (or with sample_at_inference), else μ."
-        if not (self.training or self.cfg.sample_at_inference): return mu
         std = torch.exp(0.5 * logvar)
         if self.cfg.generator_seed is None: return mu + torch.randn_like(std) * std
         if "_gen" not in self.__dict__: object.__setattr__(self, "_gen", torch.Generator().manual_seed(self.cfg.generator_seed))
@@ -86,11 +71,14 @@ class Pvera(Variant):
 
     def forward(self, x, y):
         x = F.dropout(x.to(self.lambda_d.dtype), self.cfg.pvera_dropout, self.training)
+        if not (self.training or self.cfg.sample_at_inference):   # z = μ: only the first halves of λ_d and 𝒜 are read
+            return (y + self.lambda_b * ((self.lambda_d[:self.r] * (x @ self.A[:self.r].T)) @ self.B.T)).to(y.dtype)
         mu, logvar = (self.lambda_d * (x @ self.A.T)).chunk(2, dim=-1)          # (..., r) each
         return (y + self.lambda_b * (self.sample(mu, logvar) @ self.B.T)).to(y.dtype)   # (..., d_out)
 
     def delta_weight(self, module):         # the inference mean's ΔW (training draws have none)
         return (self.lambda_b[:, None] * self.B) @ (self.lambda_d[:self.r, None] * self.A[:self.r])   # (d_out, d_in)
+
 
 # %% ../../nbs/44_pvera.ipynb #6ac6b7ae
 @torch.no_grad()

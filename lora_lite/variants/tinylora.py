@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Union
 import torch
 import torch.nn.functional as F
-from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool, dense_weight
+from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool, dense_weight, cached
 from ..shared import SHARED
 from ..helpers import peft_key
 
@@ -95,8 +95,8 @@ class TinyLora(Variant):
 
     def forward(self, x, y):
         x = F.dropout(x.to(self.A.dtype), self.cfg.tinylora_dropout, self.training)
-        h = F.linear(F.linear(x, self.A), self.R())           # (..., r)
-        return (y + F.linear(h, self.B)).to(y.dtype)          # (..., d_out)
+        RA = cached(self, "RA", lambda: self.R() @ self.A)    # (r, d_in): once per change of v when decoding
+        return (y + F.linear(F.linear(x, RA), self.B)).to(y.dtype)   # (..., r) -> (..., d_out)
 
     def delta_weight(self, module): return self.B @ self.R() @ self.A   # (d_out, d_in)
 

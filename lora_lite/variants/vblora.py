@@ -90,6 +90,7 @@ class VBLoRA(Variant):
 
     def delta_weight(self, module):
         A, B = self.factors(); return B @ A                   # (d_out, d_in)
+    def decode_reads(self): return self.r * (self.d_in + self.d_out)   # the assembled A, B (the logits are N/ℓ times as many)
 
 # %% ../../nbs/46_vblora.ipynb #efad313b
 @torch.no_grad()

@@ -56,10 +56,12 @@ class Vera(Variant):
     results = {"PEFT · Llama-3.2-3B": 35.4}
     peft_type = "VERA"
     example = dict(r=16)   # a config that fits the 64-wide test models
-    def param_shapes(self): return {"lambda_b": (self.d_out,), "lambda_d": (self.r,)}
+    rows: ClassVar[int] = 1                   # rows of 𝒜 (and of λ_d) per unit of r: PVeRA, a subclass, has 2
+    projections = staticmethod(vera_projections)   # the seeded draw of the shared pair (PVeRA: its own)
+    def param_shapes(self): return {"lambda_b": (self.d_out,), "lambda_d": (self.rows * self.r,)}
     @classmethod
-    def shared_shapes(cls, cfg, layers):      # one frozen pair for the widest layers: 𝒜 (r, D_in), ℬ (D_out, r)
-        return {"A": ((cfg.r, max(l.d_in for l in layers.values())), False), "B": ((max(l.d_out for l in layers.values()), cfg.r), False)}
+    def shared_shapes(cls, cfg, layers):      # one frozen pair for the widest layers: 𝒜 (rows·r, D_in), ℬ (D_out, r)
+        return {"A": ((cls.rows * cfg.r, max(l.d_in for l in layers.values())), False), "B": ((max(l.d_out for l in layers.values()), cfg.r), False)}
     @property
     def A(self): return self.shared.A[:, :self.d_in]      # (r, d_in): a view of the shared 𝒜
     @property
@@ -69,7 +71,7 @@ class Vera(Variant):
     @torch.no_grad()
     def init_all(cls, layers, modules):
         l0 = next(iter(layers.values()))
-        for t, drawn in zip((l0.shared.A, l0.shared.B), vera_projections(l0.cfg, l0.shared.A.shape[1], l0.shared.B.shape[0])): t.copy_(drawn)
+        for t, drawn in zip((l0.shared.A, l0.shared.B), cls.projections(l0.cfg, l0.shared.A.shape[1], l0.shared.B.shape[0])): t.copy_(drawn)
         for l in layers.values(): l.lambda_d.fill_(l.cfg.d_initial); l.lambda_b.zero_()
 
     def init(self, module): type(self).init_all({"": self}, {"": module})
