@@ -342,11 +342,13 @@ def decode_model(seed=0):
     return qwen3(d["hidden"], d["layers"], d["vocab"], 256, inter=d["inter"], heads=d["heads"], kv=d["kv"], head_dim=d["head_dim"], seed=seed).eval()
 
 def decode_attach(key, base, calib, args):
-    "A copy of `base` with configuration `key` ('base', 'll:<variant>', 'peft:<variant>') attached, in eval mode."
-    m = copy.deepcopy(base)
-    if key == "base": return m
+    """A copy of `base` with configuration `key` ('base', 'll:<variant>', 'peft:<variant>') attached, in eval mode. lora_lite
+    never writes a base weight, so its copies share `base`'s parameters (one copy of the weights for every lora_lite row);
+    PEFT's rows get their own."""
+    if key == "base": return copy.deepcopy(base)
     lib, v = key.split(":")
-    if lib == "peft": return attach_peft(m, v, args, calib)[0].eval()
+    if lib == "peft": return attach_peft(copy.deepcopy(base), v, args, calib)[0].eval()
+    m = copy.deepcopy(base, {id(p): p for p in base.parameters()})
     attach_ll(m, v, args, calib)
     return m.eval()
 
