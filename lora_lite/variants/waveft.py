@@ -14,7 +14,7 @@ from ..helpers import peft_key
 from .fourierft import fourier_positions, set_positions
 
 # %% auto #0
-__all__ = ['R2', 'WaveFTConfig', 'haar', 'ihaar', 'wave_positions', 'WaveFT']
+__all__ = ['DENSE_BELOW', 'WaveFTConfig', 'haar', 'ihaar', 'wave_positions', 'WaveFT']
 
 # %% ../../nbs/43_waveft.ipynb #00c04874
 @dataclass(frozen=True)
@@ -44,17 +44,17 @@ class WaveFTConfig(AdapterConfig):
     def scaling(self, r, alpha=None): return self.alpha if alpha is None else alpha   # no 1/r: alpha is PEFT's scaling
 
 # %% ../../nbs/43_waveft.ipynb #adad5d54
-R2 = 2 ** -0.5
+DENSE_BELOW = 150   # training: one GEMM with the dense ΔW when d_in·d_out ≤ DENSE_BELOW·n (see "Cost of a forward")
 
 def haar(v:torch.Tensor) -> torch.Tensor:
     "One-level Haar analysis h along the last (even) dim: [low band | high band]."
     a, b = v[..., 0::2], v[..., 1::2]
-    return torch.cat([a + b, a - b], -1) * R2
+    return torch.cat([a + b, a - b], -1) * 2 ** -0.5
 
 def ihaar(w:torch.Tensor) -> torch.Tensor:
     "One-level Haar synthesis h⁻¹ = hᵀ along the last (even) dim."
     lo, hi = w.chunk(2, -1)
-    return torch.stack([lo + hi, lo - hi], -1).flatten(-2) * R2
+    return torch.stack([lo + hi, lo - hi], -1).flatten(-2) * 2 ** -0.5
 
 def wave_positions(seed:int, n:int, d_in:int, d_out:int, use_idwt:bool=True) -> torch.Tensor:
     "(2, n) positions of the coefficients: PEFT's draw (p, q), mapped to band coordinates (r, c) when use_idwt."
@@ -73,8 +73,7 @@ class WaveFT(Variant):
     results = {"PEFT · Llama-3.2-3B": 40.3}
     peft_type = "WAVEFT"
     example = {"n_frequency": 300}
-    @classmethod
-    def identity_at_init(cls, cfg): return cfg.init_weights
+    identity_at_init = classmethod(lambda cls, cfg: cfg.init_weights)
     def param_shapes(self): return {"spectrum": (self.r,)}
 
     def __init__(self, cfg, d_in, d_out, r=None, alpha=None, device=None, name="", bias=False):
@@ -106,6 +105,7 @@ class WaveFT(Variant):
         if not grad_wanted(self):                                                # inference: one sparse product, ≤ 4n MACs/token
             d = cached(self, "csr", self.csr) @ x.reshape(-1, self.d_in).float().T    # (d_out, T)
             return (y + d.T.reshape(y.shape)).to(y.dtype)
+        if self.d_in * self.d_out <= DENSE_BELOW * self.r: return (y + F.linear(x.float(), self.delta_weight(None))).to(y.dtype)
         c = self.spectrum.float() * self.scale                                   # (n,)
         xt = F.pad(x.reshape(-1, self.d_in).float(), (0, self.W - self.d_in))     # (T, W): a zero column if d_in is odd
         xh = (haar(xt) if self.cfg.use_idwt else xt).T.contiguous()               # (W, T): bands of each token, as columns
