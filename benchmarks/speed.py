@@ -489,6 +489,21 @@ def build_report(args, keys, step_t, flops, mem, init_t, breaks, wall):
                      "over_base_stepmem": div(mm.get(k), mm.get("base"))})
     init = {k: med(v) for k, v in init_t.items()} if init_t else {}
     init_ratios = {m: div(init.get(f"ll:{m}"), init.get(f"peft:{m}")) for m in ("lora", "pissa", "pissa_niter4")} if init else {}
+    return {"meta": {"device": args.device, "threads": torch.get_num_threads(), "clock": args.clock, "torch": torch.__version__,
+                     "peft": __import__("peft").__version__, "transformers": __import__("transformers").__version__,
+                     "cpu": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
+                     "sizes": {"hidden": args.hidden, "layers": args.layers, "seq": args.seq, "batch": args.batch,
+                               "vocab": args.vocab, "mlp": 3 * args.hidden, "heads": args.hidden // 64, "head_dim": 64},
+                     "adapter": {"config": args.config, "configs": dict(CONFIGS)}, "failed": dict(FAILED),
+                     "repeats": args.repeats, "warmup": args.warmup, "init_repeats": args.init_repeats,
+                     "init_model": {"hidden": 1024, "q_proj": "1024->2048", "v_proj": "1024->1024", "blocks": args.init_blocks},
+                     "quick": args.quick, "wall_s": wall},
+            "step_ms": {k: {"median": ms[k], "all": [t * 1e3 for t in step_t[k]]} for k in step_t},
+            "flops": flops, "memory_mb": mem, "init_s": {k: {"median": init[k], "all": init_t[k]} for k in init},
+            "init_ratios": init_ratios, "rows": rows, "graph_breaks": breaks, "goals": goals_of(rows, init_ratios)}
+
+def goals_of(rows, init_ratios) -> list:
+    "The step section's goals, from its rows and the init ratios."
     goals = []
     def goal(name, value, limit):
         goals.append({"goal": name, "value": value, "limit": limit, "met": None if value is None else value <= limit})
@@ -504,18 +519,23 @@ def build_report(args, keys, step_t, flops, mem, init_t, breaks, wall):
         goal("DoRA peak memory ÷ LoRA's (process peak)", byv["dora"]["over_lora_peak"], 1.05)
     for m in ("pissa", "pissa_niter4"):
         if init_ratios.get(m) is not None: goal(f"PiSSA init ({m}): lora_lite ÷ PEFT", init_ratios[m], 1.00)
-    return {"meta": {"device": args.device, "threads": torch.get_num_threads(), "clock": args.clock, "torch": torch.__version__,
-                     "peft": __import__("peft").__version__, "transformers": __import__("transformers").__version__,
-                     "cpu": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
-                     "sizes": {"hidden": args.hidden, "layers": args.layers, "seq": args.seq, "batch": args.batch,
-                               "vocab": args.vocab, "mlp": 3 * args.hidden, "heads": args.hidden // 64, "head_dim": 64},
-                     "adapter": {"config": args.config, "configs": dict(CONFIGS)}, "failed": dict(FAILED),
-                     "repeats": args.repeats, "warmup": args.warmup, "init_repeats": args.init_repeats,
-                     "init_model": {"hidden": 1024, "q_proj": "1024->2048", "v_proj": "1024->1024", "blocks": args.init_blocks},
-                     "quick": args.quick, "wall_s": wall},
-            "step_ms": {k: {"median": ms[k], "all": [t * 1e3 for t in step_t[k]]} for k in step_t},
-            "flops": flops, "memory_mb": mem, "init_s": {k: {"median": init[k], "all": init_t[k]} for k in init},
-            "init_ratios": init_ratios, "rows": rows, "graph_breaks": breaks, "goals": goals}
+    return goals
+
+def update_rows(path, rep, variants):
+    """Replace, in the full run's results file `path`, the step rows (time, memory, FLOPs) of `variants` by this run's
+    (which timed them next to the base and LoRA after a code change); the goals are recomputed and meta.updated says so."""
+    old = json.loads(Path(path).read_text())
+    mine = {r["variant"]: r for r in rep["rows"] if r["variant"] in variants}
+    old["rows"] = [mine.get(r["variant"], r) for r in old["rows"]]
+    keys = [k for k in rep["step_ms"] if k.split(":")[-1] in variants]
+    for part in ("step_ms", "flops", "memory_mb"):
+        old.setdefault(part, {}).update({k: rep[part][k] for k in keys if k in (rep.get(part) or {})})
+    old["goals"] = goals_of(old["rows"], old.get("init_ratios", {}))
+    add_layer_goal(old)
+    old["meta"].setdefault("updated", []).append({"variants": sorted(mine), "date": rep["meta"]["date"], "repeats": rep["meta"]["repeats"],
+                                                  "why": "re-measured after a code change, in a run with the base and LoRA"})
+    Path(path).write_text(json.dumps(old, indent=1))
+    return old
 
 def add_layer_goal(rep):
     "The LoRA goal once more on the hook path alone (one layer, 40 paired rounds), right after the whole-model one."
@@ -584,6 +604,8 @@ def main(argv=None):
     p.add_argument("--new-tokens", type=int, default=24)
     p.add_argument("--prefill-batch", type=int, default=8); p.add_argument("--prefill-seq", type=int, default=128)
     p.add_argument("--out", default=None); p.add_argument("--mem-worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--update", default=None, help="with --only: replace those variants' step rows in this full-run results file "
+                                                  "(re-measure after a code change; 'lora' in --only is the reference and is kept)")
     args = p.parse_args(argv)
     args.clock = args.clock or ("cpu" if args.device == "cpu" else "wall")
     if args.quick:
@@ -617,6 +639,9 @@ def main(argv=None):
     rep = build_report(args, keys, step_t, flops, mem, init_t, breaks, time.perf_counter() - t0)
     rep["layer"] = layer
     add_layer_goal(rep)
+    if args.update:
+        rep = update_rows(args.update, rep, [v for v in args.only if v not in ("lora",)] or args.only)
+        print_report(rep); return print(f"\nupdated the rows of {', '.join(args.only)} in {args.update}")
     if "decode" not in args.skip:
         print("decode (per-token time):", flush=True)
         rep["decode"] = time_decode(args)
