@@ -1,11 +1,11 @@
 "PEFT 0.21.2 is the oracle for TinyLoRA: A, B, P and groups, to_peft/from_peft logits (both published configs), counts (3,584 and 64), training, 4/8-bit bases."
-import copy, json, warnings
+import copy, json
 import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
 from lora_lite.variants.tinylora import TinyLora, tinylora_groups
 from conftest import logits, train_steps, structured_qwen3, snapshot, assert_unchanged
-from realistic import curves
+from realistic import curves, load_q
 
 peft = pytest.importorskip("peft")
 TOL = 1e-5
@@ -120,13 +120,8 @@ bnb = pytest.importorskip("bitsandbytes")
 @pytest.mark.parametrize("quant", ["nf4", "int8"])
 def test_quantized_bases(ids, tmp_path, quant):
     "4-bit and 8-bit bases: A, B from the dequantized W, identity at init, a finite gradient on v, exact save/load and detach."
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
     tiny_qwen3(hidden=128).save_pretrained(tmp_path / "m")
-    q = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32) if quant == "nf4" else dict(load_in_8bit=True)
-    def load():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return AutoModelForCausalLM.from_pretrained(tmp_path / "m", quantization_config=BitsAndBytesConfig(**q), device_map="cpu").train()
+    load = lambda: load_q(tmp_path / "m", quant).train()
     m = load(); y0 = logits(m, ids); snap = snapshot(m)
     ll.attach(m, ll.TinyLoraConfig(u=8, weight_tying=0.5, target_names=("proj",)))
     assert torch.equal(logits(m, ids), y0)

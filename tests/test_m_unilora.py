@@ -1,11 +1,11 @@
 "PEFT 0.21.2 is the oracle for UniLoRA: the index assignment and scales, θ's init, to_peft/from_peft logits, count (256), training, 4/8-bit bases."
-import copy, json, warnings
+import copy, json
 import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
 from lora_lite.variants.unilora import UniLora
 from conftest import logits, train_steps, structured_qwen3, snapshot, assert_unchanged
-from realistic import curves
+from realistic import curves, load_q
 
 peft = pytest.importorskip("peft")
 TOL = 1e-5
@@ -125,13 +125,8 @@ bnb = pytest.importorskip("bitsandbytes")
 @pytest.mark.parametrize("quant", ["nf4", "int8"])
 def test_quantized_bases(ids, tmp_path, quant):
     "4-bit and 8-bit bases: fp32 scales (PEFT casts them to uint8/int8: all 0), a finite gradient on θ, exact save/load and detach."
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
     tiny_qwen3(hidden=128).save_pretrained(tmp_path / "m")
-    q = dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32) if quant == "nf4" else dict(load_in_8bit=True)
-    def load():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return AutoModelForCausalLM.from_pretrained(tmp_path / "m", quantization_config=BitsAndBytesConfig(**q), device_map="cpu").train()
+    load = lambda: load_q(tmp_path / "m", quant).train()
     m = load(); y0 = logits(m, ids); snap = snapshot(m)
     ll.attach(m, ll.UniLoraConfig(r=4, theta_d_length=64, target_names=("proj",)))
     ref = tiny_qwen3(hidden=128); ll.attach(ref, ll.UniLoraConfig(r=4, theta_d_length=64, target_names=("proj",)))
