@@ -71,7 +71,7 @@ class FourierFT(Variant):
     def check_layer(cls, cfg, d_in, d_out, name):
         n = cfg.rank_for(name)
         if n > d_in * d_out:
-            raise ValueError(f"FourierFTConfig: n_frequency={n} is more than {name} ({d_in}->{d_out}) has entries "
+            raise ValueError(f"{cls.config_cls.__name__}: n_frequency={n} is more than {name} ({d_in}->{d_out}) has entries "
                              f"({d_in * d_out}); use n_frequency <= {d_in * d_out} (an n_frequency_pattern entry) or leave it out.")
 
     @classmethod

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from ..core import AdapterConfig, Variant, register, check_int, check_bool, cached, grad_wanted
 from ..helpers import peft_key
-from .fourierft import fourier_positions, set_positions
+from .fourierft import FourierFT, fourier_positions, set_positions
 
 # %% auto #0
 __all__ = ['DENSE_BELOW', 'WaveFTConfig', 'haar', 'ihaar', 'wave_positions', 'WaveFT']
@@ -65,7 +65,7 @@ def wave_positions(seed:int, n:int, d_in:int, d_out:int, use_idwt:bool=True) -> 
 
 # %% ../../nbs/43_waveft.ipynb #578b7f8a
 @register
-class WaveFT(Variant):
+class WaveFT(FourierFT):
     "n trained Haar coefficients c at fixed band positions idx; ΔW = α IDWT2(C): analysis, gather-scatter, synthesis; sparse ΔW at inference."
     config_cls = WaveFTConfig
     paper = ("2505.12532", "Exploring Sparsity for Parameter Efficient Fine Tuning Using Wavelets")
@@ -73,28 +73,15 @@ class WaveFT(Variant):
     results = {"PEFT · Llama-3.2-3B": 40.3}
     peft_type = "WAVEFT"
     example = {"n_frequency": 300}
-    identity_at_init = classmethod(lambda cls, cfg: cfg.init_weights)
-    def param_shapes(self): return {"spectrum": (self.r,)}
-
     def __init__(self, cfg, d_in, d_out, r=None, alpha=None, device=None, name="", bias=False):
-        super().__init__(cfg, d_in, d_out, r, alpha, device, name, bias)
-        self.register_buffer("idx", torch.zeros(2, self.r, dtype=torch.long, device=device))   # (2, n): rows r, cols c
+        super().__init__(cfg, d_in, d_out, r, alpha, device, name, bias)   # FourierFT's: spectrum (n,), idx (2, n): rows r, cols c
         self.H, self.W = (d_out + d_out % 2, d_in + d_in % 2) if cfg.use_idwt else (d_out, d_in)   # grid size (even if idwt)
-
-    @classmethod
-    def check_layer(cls, cfg, d_in, d_out, name):
-        n = cfg.rank_for(name)
-        if n > d_in * d_out:
-            raise ValueError(f"WaveFTConfig: n_frequency={n} is more than {name} ({d_in}->{d_out}) has entries "
-                             f"({d_in * d_out}); use n_frequency <= {d_in * d_out} (an n_frequency_pattern entry) or leave it out.")
 
     @classmethod
     @torch.no_grad()
     def init_all(cls, layers, modules):
         set_positions(layers, lambda l: wave_positions(l.cfg.random_loc_seed, l.r, l.d_in, l.d_out, l.cfg.use_idwt))
         for l in layers.values(): l.spectrum.zero_() if l.cfg.init_weights else l.spectrum.copy_(0.01 * torch.randn(l.r))
-
-    def init(self, module): type(self).init_all({"": self}, {"": module})
 
     def csr(self) -> torch.Tensor:
         "ΔW (d_out, d_in) as a sparse CSR matrix: at most 4n entries, each coefficient a signed 2×2 block (parameter-only)."
