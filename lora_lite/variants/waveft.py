@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 import torch
 import torch.nn.functional as F
-from ..core import AdapterConfig, Variant, register, check_int, check_bool, cached, grad_wanted
+from ..core import AdapterConfig, register, check_int, check_bool, cached, grad_wanted
 from ..helpers import peft_key
 from .fourierft import FourierFT, fourier_positions, set_positions
 
