@@ -3,7 +3,8 @@
     python benchmarks/speed.py                 # the documented CPU run (~6-8 min on a 2-core CPU), writes results/speed_cpu.json
     python benchmarks/speed.py --quick         # a fast smoke run (~1 min), smaller model, fewer repeats
     python benchmarks/speed.py --device cuda   # on a GPU (writes results/speed_cuda.json)
-    python benchmarks/speed.py --decode-only   # only the decode section (~10 min alone on a 2-core CPU), merged into the JSON
+    python benchmarks/speed.py --decode-only   # only the decode section (~15 min alone on a 2-core CPU), merged into the JSON
+    python benchmarks/speed.py --decode-only --only lora hira --update benchmarks/results/speed_cpu.json   # re-measure decode rows
     python benchmarks/speed.py --only fourierft lora --skip memory init breaks decode   # a subset (writes speed_cpu_partial.json)
 
 Configurations come from the registry, nothing here lists methods: every registered variant is timed with the GSM8K
@@ -46,8 +47,12 @@ Method
   (±2-3 % round-to-round noise on a shared CPU) can't resolve.
 - Decode: every registered lora_lite variant (its `--config`), the same adapter inside `ll.merged` (W + ΔW swapped in,
   hooks off: the "merged" column), and PEFT where it has the method, on a Qwen3 with Qwen3-0.6B's block widths, 2 blocks, vocab 4096 (`DEC`), eval mode:
-  batch-1 greedy `generate` of 24 tokens after an 8-token prompt (under inference_mode) and one batch 8 × 128 prefill
-  forward; per-token CPU time, interleaved rounds, median of the paired ratios ÷ the frozen base. Every lora_lite row
+  batch-1 decode after an 8-token prompt, under inference_mode: per round, each row's 24 tokens are timed one by one, each
+  between two tokens of the frozen base (b, k, b, k, ..., b; one token = the forward of one new token on the prompt's KV
+  cache), and the round's ratio is the row's 24 tokens ÷ the mean of the base's before and after. Token pairs ~10 ms apart
+  cancel the drift that whole-`generate` pairs could not: the base's per-token time wanders 8-17 ms here (the decode
+  model's weights fit this CPU's L3, which other jobs share). A greedy `generate` per row checks its tokens. Plus one
+  batch 8 × 128 prefill forward per row (whole-call pairs). CPU time; medians of the paired ratios. Every lora_lite row
   runs `--decode-repeats` rounds, then rounds go on (up to `--decode-max`) for the rows whose quartiles are not yet within
   ±3 % of their median ("steady"); PEFT's rows (context, not a goal) run `--peft-repeats` rounds, and a configuration
   ≥ 3× the base (PEFT's HRA) 2 rounds only. Each lora_lite row has its weight-traffic floor (`checks.decode_floor`:
@@ -361,8 +366,29 @@ def decode_keys(args):
         if has_peft(v) and not args.no_peft: keys.append(f"peft:{v}")
     return keys
 
+class TokenStep:
+    """One decode step of model `m`, repeatable: the 8-token prompt is prefilled once (its KV cache kept), then each call
+    runs the forward of one new token at position 8 and crops the cache back, so every call does the same work as one
+    token of greedy generation (the attention over ≤ 32 positions is negligible next to the weights at these widths)."""
+    def __init__(self, m, prompt, mode, now):
+        self.m, self.now = m, now
+        with torch.inference_mode(), mode:
+            out = m(prompt, use_cache=True)
+        self.cache, self.tok = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    def __call__(self):
+        t0 = self.now(); self.m(input_ids=self.tok, past_key_values=self.cache, use_cache=True); t = self.now() - t0
+        self.cache.crop(-1); return t
+
+def decode_goals(rows) -> list:
+    "Hooked decode within 3 % of its floor, prefill within 2 % of the base, merged decode within 1 % of the base."
+    limits = {"ll": (("decode ÷ its weight-traffic floor", "decode_over_floor", 1.03), ("prefill ÷ base", "prefill_over_base", 1.02)),
+              "merged": (("decode ÷ base", "decode_over_base", 1.01),)}
+    return [{"goal": f"{k} {what}", "value": r.get(f), "limit": lim, "met": None if r.get(f) is None else r[f] <= lim}
+            for k, r in rows.items() for what, f, lim in limits.get(k.split(":")[0], ())]
+
 def time_decode(args):
-    "Per-token time of greedy batch-1 generation (24 new tokens after an 8-token prompt) and of a batch 8 × 128 prefill."
+    """Per-token time of batch-1 decode, each token of a row timed right between two tokens of the base (the ratios), a
+    greedy `generate` per row for the token check, and a batch 8 × 128 prefill."""
     import lora_lite as ll
     from contextlib import nullcontext
     torch.manual_seed(0)
@@ -390,13 +416,25 @@ def time_decode(args):
             return m.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
     def prefill(m):
         with torch.inference_mode(): return m(pre).logits
-    toks = {}
-    for k in keys:                                                      # warm-up (and the cache fill)
-        with mode(k): toks[k] = gen(models[k])[0, -n:].tolist(); prefill(models[k])
-    # base, k1, base, k2, base, ... : each variant run sits between two base runs and is divided by their mean, so the
-    # machine's drifts (two shared cores: ±10 % over seconds) cancel in the ratio; medians of those ratios over rounds
+    toks, steps = {}, {}
+    for k in keys:                                                      # warm-up (and the cache fill), the token check
+        with mode(k):
+            toks[k] = gen(models[k])[0, -n:].tolist(); prefill(models[k])
+            steps[k] = TokenStep(models[k], prompt, nullcontext(), now)
+    # Decode: b, k, b, k, ..., b token by token: each of row k's n tokens sits between two base tokens (~10 ms apart),
+    # and its ratio is k's n tokens ÷ the mean of the base's n tokens before and after. On this machine the base's own
+    # per-token time wanders 8-17 ms over seconds (the two blocks' weights sit in an L3 shared with other jobs), which
+    # whole-`generate` pairs could not cancel (quartiles ±5-10 %); token pairs can (typically ±1-2 %).
+    # Prefill (one batch 8 × 128 forward, ~0.6 s) keeps whole-call pairs: base, k1, base, k2, ...
     dt, pt = {k: [] for k in keys}, {k: [] for k in keys}
     rd, rp = {k: [] for k in keys}, {k: [] for k in keys}              # the paired ratios
+    def decode_pair(k):
+        with mode(k), torch.inference_mode():
+            gc.collect()
+            tb, tk = [steps["base"]()], []
+            for _ in range(n): tk.append(steps[k]()); tb.append(steps["base"]())
+        dt[k].append(sum(tk) / n); dt["base"].append(sum(tb) / len(tb))
+        rd[k].append(sum(tk) / ((sum(tb[:-1]) + sum(tb[1:])) / 2))
     def timed(f, k, size):
         with mode(k):
             gc.collect(); t0 = now(); f(models[k]); return (now() - t0) / size
@@ -413,14 +451,13 @@ def time_decode(args):
     i = 0
     while i < args.decode_repeats or (i < args.decode_max and any(wanted(k, i) for k in others)):
         order = [k for k in others[i % len(others):] + others[:i % len(others)] if wanted(k, i)]
-        for f, times, ratios, size, on in ((gen, dt, rd, n, True), (prefill, pt, rp, pre.numel(), i < args.prefill_repeats)):
-            if not on: continue
-            before = timed(f, "base", size); times["base"].append(before)
+        for k in order: decode_pair(k)
+        if i < args.prefill_repeats:
+            before = timed(prefill, "base", pre.numel()); pt["base"].append(before)
             for k in order:
-                t = timed(f, k, size); after = timed(f, "base", size)
-                times[k].append(t); times["base"].append(after); ratios[k].append(t / ((before + after) / 2))
-                before = after
-        print(f"  decode round {i + 1}: {len(order)} rows timed, base {med(dt['base'][-len(order) - 1:]) * 1e3:.2f} ms/token", flush=True)
+                t = timed(prefill, k, pre.numel()); after = timed(prefill, "base", pre.numel())
+                pt[k].append(t); pt["base"].append(after); rp[k].append(t / ((before + after) / 2)); before = after
+        print(f"  decode round {i + 1}: {len(order)} rows timed, base {med(dt['base'][-len(order):]) * 1e3:.2f} ms/token", flush=True)
         i += 1
     rows = {}
     for k in keys:
@@ -434,19 +471,32 @@ def time_decode(args):
                    "floor": floors.get(hooked)}
     for k, r in rows.items():                                          # hooked decode's goal: within 3 % of its floor
         if k.startswith("ll:") and r["floor"]: r["decode_over_floor"] = r["decode_over_base"] / r["floor"]
-    limits = {"ll": (("decode ÷ its weight-traffic floor", "decode_over_floor", 1.03), ("prefill ÷ base", "prefill_over_base", 1.02)),
-              "merged": (("decode ÷ base", "decode_over_base", 1.01),)}
     return {"meta": {"model": DEC, "new_tokens": n, "prompt": 8, "prefill": [args.prefill_batch, args.prefill_seq],
-                     "config": args.config, "configs": dict(CONFIGS), "rounds": i, "min_rounds": args.decode_repeats, "peft_rounds": args.peft_repeats, "prefill_rounds": args.prefill_repeats,
+                     "pairing": "token", "config": args.config, "configs": dict(CONFIGS), "rounds": i, "min_rounds": args.decode_repeats,
+                     "peft_rounds": args.peft_repeats, "prefill_rounds": args.prefill_repeats,
                      "threads": torch.get_num_threads(), "clock": args.clock, "date": time.strftime("%Y-%m-%d %H:%M")},
             "base": {"decode_ms_per_token": med(dt["base"]) * 1e3, "prefill_us_per_token": med(pt["base"]) * 1e6 if pt["base"] else None},
-            "rows": rows, "failed": failed,
-            "goals": [{"goal": f"{k} {what}", "value": r.get(f), "limit": lim, "met": None if r.get(f) is None else r[f] <= lim}
-                      for k, r in rows.items() for what, f, lim in limits.get(k.split(":")[0], ())]}
+            "rows": rows, "failed": failed, "goals": decode_goals(rows)}
+
+def update_decode(path, d, variants):
+    """Replace, in the results file `path`, the decode rows (hooked, merged, PEFT) of `variants` by this run's `d` (after a
+    code change; the ratios are paired with the base within each run, so rows of two runs compare); meta.updated says so."""
+    old = json.loads(Path(path).read_text())
+    dec = old["decode"]
+    for k in [k for k in dec["rows"] if k.split(":")[1] in variants]: del dec["rows"][k]
+    dec["rows"].update({k: r for k, r in d["rows"].items() if k.split(":")[1] in variants})
+    dec["failed"] = {**{k: e for k, e in dec["failed"].items() if k.split(":")[1] not in variants}, **d["failed"]}
+    dec["goals"] = decode_goals(dec["rows"])
+    dec["meta"].setdefault("updated", []).append({"variants": sorted(variants), "date": d["meta"]["date"], "rounds": d["meta"]["rounds"],
+                                                  "base_ms_per_token": d["base"]["decode_ms_per_token"],
+                                                  "why": "re-measured after a code change, paired with the base in its own run"})
+    Path(path).write_text(json.dumps(old, indent=1))
+    return dec
 
 def print_decode(d):
     m = d["meta"]
-    print(f"\n== decode: Qwen3 {m['model']}, batch-1 greedy {m['new_tokens']} tokens, prefill {m['prefill']}; "
+    pairs = "each token between two base tokens" if m.get("pairing") == "token" else "each generate between two base generates"
+    print(f"\n== decode: Qwen3 {m['model']}, batch-1, {m['new_tokens']} tokens per round ({pairs}), prefill {m['prefill']}; "
           f"medians over {m.get('min_rounds', m['rounds'])}–{m['rounds']} rounds (more for rows whose quartiles were not yet within ±3 %; "
           f"PEFT {m.get('peft_rounds', m['rounds'])}) / {m['prefill_rounds']} prefill rounds of per-token time ÷ the mean of the base runs just before "
           f"and after (in brackets: the quartiles of the decode ratios); merged = the same adapter inside ll.merged")
@@ -604,8 +654,9 @@ def main(argv=None):
     p.add_argument("--new-tokens", type=int, default=24)
     p.add_argument("--prefill-batch", type=int, default=8); p.add_argument("--prefill-seq", type=int, default=128)
     p.add_argument("--out", default=None); p.add_argument("--mem-worker", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--update", default=None, help="with --only: replace those variants' step rows in this full-run results file "
-                                                  "(re-measure after a code change; 'lora' in --only is the reference and is kept)")
+    p.add_argument("--update", default=None, help="with --only: replace those variants' step rows (with --decode-only: their decode "
+                                                  "rows) in this full-run results file (re-measure after a code change; in the step "
+                                                  "section 'lora' in --only is the reference and is kept)")
     args = p.parse_args(argv)
     args.clock = args.clock or ("cpu" if args.device == "cpu" else "wall")
     if args.quick:
@@ -618,7 +669,11 @@ def main(argv=None):
                f"speed_{args.device.split(':')[0]}{'_quick' if args.quick else ''}{'_partial' if partial else ''}.json")
     if args.decode_only:
         print("decode (per-token time):", flush=True)
-        d = time_decode(args); print_decode(d)
+        d = time_decode(args)
+        if args.update:
+            print_decode(update_decode(args.update, d, args.only or variants(args)))
+            return print(f"\nupdated the decode rows of {', '.join(args.only or ['every variant'])} in {args.update}")
+        print_decode(d)
         rep = json.loads(out.read_text()) if out.exists() else {}
         rep["decode"] = d
         out.parent.mkdir(parents=True, exist_ok=True); out.write_text(json.dumps(rep, indent=1))

@@ -10,7 +10,7 @@ from typing import ClassVar, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register, check_int, check_float, cached, grad_wanted
+from ..core import AdapterConfig, Variant, register, check_int, check_float, cached, grad_wanted, cached_T
 from ..helpers import peft_key
 
 # %% auto #0
@@ -64,7 +64,7 @@ class AdaLoRA(Variant):
     def forward(self, x, y):
         x = F.dropout(x.to(self.A.dtype), self.cfg.dropout, self.training)
         if grad_wanted(self): return (y + x @ (self.A * self.E).T @ self.B.T * self.cfg.alpha / self.denom()).to(y.dtype)   # training: PEFT's order
-        return (y + x @ cached(self, "sAE", lambda: self.A * self.E * self.cfg.alpha / self.denom()).T @ self.B.T).to(y.dtype)   # s·(E⊙A) once per change
+        return (y + x @ cached(self, "sAE", lambda: self.A * self.E * self.cfg.alpha / self.denom()).T @ cached_T(self, self.B, "Bt")).to(y.dtype)   # s·(E⊙A) once per change
     def delta_weight(self, module): return self.B @ (self.A * self.E) * self.cfg.alpha / self.denom()   # (d_out, d_in)
     @classmethod
     def aux_loss(cls, layers:dict) -> torch.Tensor:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 import torch
-from ..core import RsLoRAConfig, Variant, register, dense_weight, cached, ORIGINAL
+from ..core import RsLoRAConfig, Variant, register, cached_T, dense_weight, cached, ORIGINAL
 from ..helpers import init_lora, lora_to_peft
 from .lora import lora_peft_config, lora_tensors
 
@@ -76,7 +76,7 @@ class DoRA(Variant):
     def forward(self, x, y):
         g, b = cached(self, f"gain_{x.dtype}", lambda: self.row_gain(x.dtype))   # reused while decoding
         x = x.to(self.A.dtype)
-        h = y.to(self.A.dtype) + self.scale * (x @ self.A.T) @ self.B.T    # (..., d_out) = xWᵀ + b + s·xAᵀBᵀ
+        h = y.to(self.A.dtype) + self.scale * (x @ self.A.T) @ cached_T(self, self.B, "Bt")   # (..., d_out) = xWᵀ + b + s·xAᵀBᵀ
         if getattr(self._base, "bias", None) is None: return _RowScale.apply(h, g).to(y.dtype)   # b = 0: keep y', not h
         return (g * (h - b) + b).to(y.dtype)
 

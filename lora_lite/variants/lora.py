@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 import torch.nn.functional as F
-from ..core import RsLoRAConfig, Variant, register, check_float, ORIGINAL
+from ..core import RsLoRAConfig, Variant, register, cached_T, check_float, ORIGINAL
 from ..helpers import init_lora, lora_to_peft, peft_key
 
 # %% auto #0
@@ -36,7 +36,7 @@ class LoRA(Variant):
 
     def forward(self, x, y):
         x = F.dropout(x.to(self.A.dtype), self.cfg.dropout, self.training)
-        return (y + self.scale * (x @ self.A.T) @ self.B.T).to(y.dtype)   # (..., d_out)
+        return (y + self.scale * (x @ self.A.T) @ cached_T(self, self.B, "Bt")).to(y.dtype)   # (..., d_out); Bᵀ row-major when decoding
 
     def delta_weight(self, module): return self.scale * self.B @ self.A   # (d_out, d_in)
 

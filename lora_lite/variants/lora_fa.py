@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 import torch
 import torch.nn.functional as F
-from ..core import register, grad_wanted
+from ..core import register, grad_wanted, cached_T
 from .lora import LoRAConfig, LoRA
 
 # %% auto #0
@@ -56,5 +56,5 @@ class LoRAFA(LoRA):
 
     def forward(self, x, y):
         x = F.dropout(x.to(self.A.dtype), self.cfg.dropout, self.training)
-        B = Precondition.apply(self.B, self.preconditioner()) if grad_wanted(self) else self.B
-        return (y + self.scale * (x @ self.A.T) @ B.T).to(y.dtype)   # (..., d_out)
+        Bt = Precondition.apply(self.B, self.preconditioner()).T if grad_wanted(self) else cached_T(self, self.B, "Bt")
+        return (y + self.scale * (x @ self.A.T) @ Bt).to(y.dtype)   # (..., d_out)

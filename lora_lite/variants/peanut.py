@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 import torch
 from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_int, check_bool
+from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_int, check_bool, cached_T
 from ..helpers import peft_key
 
 # %% auto #0
@@ -77,7 +77,7 @@ class Peanut(Variant):
 
     def forward(self, x, y):
         G = cached(self, "G", self.tweak)                                # (r, d_in); kept between decode steps
-        return (y + self.scale * (x.to(G.dtype) @ G.T) @ self.B.T).to(y.dtype)   # (..., d_out)
+        return (y + self.scale * (x.to(G.dtype) @ G.T) @ cached_T(self, self.B, "Bt")).to(y.dtype)   # (..., d_out)
 
     def decode_reads(self): return self.r * (self.d_in + self.d_out)   # the kept G₀ and B; A and the encoder/decoder only build G₀
     def delta_weight(self, module): return self.scale * self.B @ self.tweak(module)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
-from ..core import RsLoRAConfig, Variant, register, dense_weight, cached, check_int, ORIGINAL
+from ..core import RsLoRAConfig, Variant, register, cached_T, dense_weight, cached, check_int, ORIGINAL
 from ..helpers import check_rank, top_svd, lora_to_peft
 
 # %% auto #0
@@ -55,7 +55,8 @@ class PiSSA(Variant):
     def forward(self, x, y):
         A2, sB, sB0 = cached(self, "factors", self.factors)             # once per change when decoding
         z, z0 = (x.to(A2.dtype) @ A2.T).split(self.r, -1)               # (..., r) each
-        return (y + (z @ sB.T - z0 @ sB0.T)).to(y.dtype)                # equal products at init: exactly y
+        sBt, sB0t = cached_T(self, sB, "sBt"), cached_T(self, sB0, "sB0t")   # row-major when decoding
+        return (y + (z @ sBt - z0 @ sB0t)).to(y.dtype)                  # equal products at init: exactly y
 
     def delta_weight(self, module): return self.scale * (self.B @ self.A - self.B0 @ self.A0)   # (d_out, d_in)
 
