@@ -13,7 +13,7 @@ from ..core import AdapterConfig, Variant, register, check_int, cached
 from ..helpers import peft_key
 
 # %% auto #0
-__all__ = ['C3AConfig', 'C3A']
+__all__ = ['C3AConfig', 'spectrum', 'block_corr', 'BlockCorr', 'C3A']
 
 # %% ../../nbs/74_c3a.ipynb #e9e3be6c
 _INITS = ("xavier_uniform", "kaiming_uniform", "gaussian")
@@ -37,6 +37,38 @@ class C3AConfig(AdapterConfig):
         super().__post_init__()
         if not (isinstance(self.init_weights, bool) or self.init_weights in _INITS):
             raise ValueError(f"C3AConfig: init_weights must be True, False or one of {_INITS}, got {self.init_weights!r}.")
+
+# %% ../../nbs/74_c3a.ipynb #b10c0c31
+def spectrum(w, d_in):
+    "conj(rfft(w)) / d_in (m, n, b//2+1), complex in fp32 or fp64: every block's frequency response K̄/d_in (parameter-only)."
+    return torch.fft.rfft(w.to(torch.promote_types(w.dtype, torch.float32))).conj() / d_in
+
+def block_corr(x, K, b):
+    "z_i = irfft(Σ_j K̄_ij·rfft(x_j)): x (..., d_in), K = `spectrum(w)` (m, n, b//2+1) → z (..., d_out), in K's real dtype."
+    X = torch.fft.rfft(x.to(K.real.dtype).unflatten(-1, (-1, b)))              # (..., n, b//2+1)
+    if X[..., 0, 0].numel() <= 4: Z = (X.unsqueeze(-3) * K).sum(-2)             # decoding: (..., m, n, f) is small
+    else: Z = torch.einsum("...jf,ijf->...if", X, K)                            # (..., m, b//2+1)
+    return torch.fft.irfft(Z, n=b).flatten(-2)                                  # (..., d_out)
+
+class BlockCorr(torch.autograd.Function):
+    "`block_corr(x, K, b)` for training: saves only x (the base keeps it anyway) and w; rfft(x) and K are recomputed in the backward."
+    @staticmethod
+    def forward(ctx, x, w, K):
+        ctx.save_for_backward(x, w)
+        return block_corr(x, K, w.shape[-1])
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors; (m, n, b), d_in = w.shape, x.shape[-1]
+        K = spectrum(w, d_in)
+        G = torch.fft.rfft(g.to(K.real.dtype).reshape(-1, m, b))                # (N, m, b//2+1)
+        gx = gw = None
+        if ctx.needs_input_grad[0]:                                             # ∂x_j = irfft(Σ_i K_ij·G_i) / d_in
+            gx = torch.fft.irfft(torch.einsum("Nif,ijf->Njf", G, K.conj()), n=b).reshape(x.shape).to(x.dtype)
+        if ctx.needs_input_grad[1]:                                             # ∂w_ij = irfft(Σ_N Ḡ_i·X_j) / d_in
+            X = torch.fft.rfft(x.to(K.real.dtype).reshape(-1, n, b))            # (N, n, b//2+1), again
+            gw = torch.fft.irfft(torch.einsum("Nif,Njf->ijf", G.conj(), X), n=b).div_(d_in).to(w.dtype)
+        return gx, gw, None
+
 
 # %% ../../nbs/74_c3a.ipynb #154cebb6
 @register
@@ -68,17 +100,12 @@ class C3A(Variant):
             a = math.sqrt(1 / self.d_in) if how == "kaiming_uniform" else math.sqrt(6 / (self.d_in + self.d_out))
             nn.init.uniform_(w, -a, a)
 
-    def _dtype(self): return torch.promote_types(self.kernel.dtype, torch.float32)   # FFTs in fp32 or fp64
-    def kernel_fft(self) -> torch.Tensor:
-        "conj(rfft(w)) / d_in (d_out/b, d_in/b, b//2+1), complex: every block's frequency response, scaled (parameter-only)."
-        return torch.fft.rfft(self.kernel.to(self._dtype())).conj() / self.d_in
+    def kernel_fft(self) -> torch.Tensor: return spectrum(self.kernel, self.d_in)   # K̄/d_in (d_out/b, d_in/b, b//2+1)
 
     def forward(self, x, y):
         K = cached(self, "kernel_fft", self.kernel_fft)                         # reused while decoding
-        X = torch.fft.rfft(x.to(self._dtype()).unflatten(-1, (-1, self.r)))     # (..., d_in/b, b//2+1)
-        if X[..., 0, 0].numel() <= 4: Z = (X.unsqueeze(-3) * K).sum(-2)         # decoding: (..., i, j, f) is small
-        else: Z = torch.einsum("...jf,ijf->...if", X, K)                        # (..., d_out/b, b//2+1)
-        z = torch.fft.irfft(Z, n=self.r).flatten(-2)                            # (..., d_out)
+        if torch.is_grad_enabled(): z = BlockCorr.apply(x, self.kernel, K.detach())   # saves x and w, as PEFT does
+        else: z = block_corr(x, K, self.r)
         return (y + z).to(y.dtype)
 
     def delta_weight(self, module):
