@@ -374,9 +374,9 @@ class TokenStep:
         self.m, self.now = m, now
         with torch.inference_mode(), mode:
             out = m(prompt, use_cache=True)
-        self.cache, self.tok = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        self.cache, self.tok = out.cache, out.logits[:, -1:].argmax(-1)
     def __call__(self):
-        t0 = self.now(); self.m(input_ids=self.tok, past_key_values=self.cache, use_cache=True); t = self.now() - t0
+        t0 = self.now(); self.m(input_ids=self.tok, cache=self.cache, use_cache=True); t = self.now() - t0
         self.cache.crop(-1); return t
 
 def decode_goals(rows) -> list:
