@@ -68,7 +68,8 @@ def _S(s, row, col, d): return s.new_zeros(d, d).index_put((row, col), s)   # S 
 class SProduct(torch.autograd.Function):
     "z Sᵀ with S dense from its values s at (row, col), built again in the backward: saves z, never a d×d matrix."
     @staticmethod
-    def forward(ctx, z, s, row, col): ctx.save_for_backward(z, s, row, col); return z @ _S(s, row, col, z.shape[-1]).T
+    def forward(ctx, z, s, row, col):   # one row (a decoded token): nnz multiply-adds, no d×d S; else the dense product
+        ctx.save_for_backward(z, s, row, col); return z.new_zeros(z.shape).index_add_(-1, row, z[..., col] * s) if z.numel() == z.shape[-1] else z @ _S(s, row, col, z.shape[-1]).T
     @staticmethod
     def backward(ctx, g):
         z, s, row, col = ctx.saved_tensors; gz = g @ _S(s, row, col, z.shape[-1]) if ctx.needs_input_grad[0] else None
@@ -110,8 +111,7 @@ class Frod(Variant):
             for n in names: object.__setattr__(layers[n], "_built", built); layers[n].recompute(modules[n]); layers[n].lam.copy_(layers[n].lam0); layers[n].s.zero_()
     def init(self, module): type(self).init_all({self.name: self}, {self.name: module})
     @torch.no_grad()
-    def recompute(self, module):
-        "λ₀: the column norms of W V⁻ᵀ (float64), as PEFT computes them for its U = W V⁻ᵀ / λ₀."
+    def recompute(self, module):   # λ₀: the column norms of W V⁻ᵀ (float64), as PEFT computes them for its U = W V⁻ᵀ / λ₀
         V, built = self._t("V"), self.__dict__.get("_built")             # built: V's row sums as init_all made it from W (PEFT's U uses that V)
         if built is not None and (V.float().sum(1).cpu() - (built := torch.tensor(built))).norm() > 1e-3 * built.norm():
             raise ValueError(f"frod: the imported V of {self.category!r} is not the one PEFT rebuilds from these base weights; PEFT's own U comes from its rebuilt V, so neither PEFT nor lora_lite can reproduce this adapter here: load it on the base weights it was made from.")
