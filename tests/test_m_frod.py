@@ -121,3 +121,22 @@ def test_bad_inputs():
     for bad in [dict(sparse_rate=-0.1), dict(regularization_alpha=float("nan")), dict(frod_dropout=1.0), dict(alpha_pattern={"q": 2})]:
         with pytest.raises(ValueError, match=next(iter(bad))): FrodConfig(**bad)
     assert not ll.is_attached(m) and torch.equal(logits(m, IDS), y)
+
+
+def test_decode_over_cache_budget(monkeypatch):
+    """One-token decode keeps A while the cache budget holds it; past the budget it takes the factored route (A never formed
+    per token), and `decode_reads` names the form in use."""
+    from lora_lite import cache
+    m = realistic_qwen3(n_layers=2); ll.attach(m, FrodConfig(sparse_rate=0.05)); _perturb(m); m.eval()
+    layers = list(ll.adapter_layers(m).values())
+    calls = []
+    for l in layers: object.__setattr__(l, "transform", (lambda l, t: lambda *a: calls.append(l) or t(*a))(l, l.transform))
+    x = torch.randint(0, 128, (1, 1))
+    with torch.no_grad(): want = m(x).logits                        # one token, every A kept (the budget holds them all)
+    keep_one = layers[0].d_in ** 2 * 4
+    ll.clear_cache(m); calls.clear(); monkeypatch.setattr(cache, "MAX_BYTES", keep_one)   # room for one layer's A only
+    with torch.no_grad(): got = [m(x).logits for _ in range(3)]
+    assert len(calls) == 1                                          # the first layer's A, formed once; the others none per token
+    assert all((g - want).abs().max() <= TOL for g in got)
+    d = layers[0].d_in
+    assert [l.decode_reads() for l in layers] == [d * d] + [2 * d * d + 2 * d + 3 * l.s.numel() for l in layers[1:]]

@@ -10,10 +10,11 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool, dense_weight, cached, grad_wanted
+import lora_lite.cache as cache
 from ..helpers import peft_key
 
 # %% auto #0
-__all__ = ['FrodConfig', 'frod_kind', 'frod_block', 'joint_basis', 'sparse_positions', 'Frod']
+__all__ = ['FrodConfig', 'frod_kind', 'frod_block', 'joint_basis', 'sparse_positions', 'SProduct', 'Frod']
 
 # %% ../../nbs/52_frod.ipynb #44ca5604
 @dataclass(frozen=True)
@@ -25,13 +26,11 @@ class FrodConfig(AdapterConfig):
     projection_prng_key: int = 0         # seed of the sparse positions
     save_projection: bool = True         # PEFT export: write V and the positions (False: PEFT rebuilds them from W)
     frod_dropout: float = 0.0            # dropout probability on the adapter input
-
     def __post_init__(self):
         super().__post_init__()
         check_float(self, "sparse_rate", 0, 1); check_float(self, "regularization_alpha", 0); check_bool(self, "save_projection")
         check_int(self, "projection_prng_key", 0); check_float(self, "frod_dropout", 0, 1, hi_open=True)
-        if f := next((f for f in ("rank_pattern", "alpha_pattern") if getattr(self, f)), None):
-            raise ValueError(f"FrodConfig: {f} is not supported: FRoD has no rank or alpha; leave it empty.")
+        if f := next((f for f in ("rank_pattern", "alpha_pattern") if getattr(self, f)), None): raise ValueError(f"FrodConfig: {f} is not supported: FRoD has no rank or alpha; leave it empty.")
 
 # %% ../../nbs/52_frod.ipynb #9031a491
 def frod_kind(name:str) -> str:
@@ -39,7 +38,6 @@ def frod_kind(name:str) -> str:
     p = name.split(".")
     if len(p) == 1 or p[-2].isdigit(): return p[-1]
     return "attention_output" if p[-2:] == ["output", "dense"] and len(p) > 2 and p[-3] == "attention" else f"{p[-2]}_{p[-1]}"
-
 def frod_block(name:str, fallback:int) -> int:
     "PEFT's block order: the number after `layers`, else the first number in the path, else `fallback`."
     p = name.split(".")
@@ -66,12 +64,22 @@ def sparse_positions(d:int, rate:float, g:torch.Generator) -> torch.Tensor:
     k = torch.randperm(n, generator=g)[:nnz]
     row, col = k // (d - 1), k % (d - 1)
     return torch.stack([row, col + (col >= row)])                 # skip the diagonal entry of each row
+def _S(s, row, col, d): return s.new_zeros(d, d).index_put((row, col), s)   # S (d, d): the values s at the positions
+class SProduct(torch.autograd.Function):
+    "z Sᵀ with S dense from its values s at (row, col), built again in the backward: saves z, never a d×d matrix."
+    @staticmethod
+    def forward(ctx, z, s, row, col):   # one row (a decoded token): nnz multiply-adds, no d×d S; else the dense product
+        ctx.save_for_backward(z, s, row, col); return z.new_zeros(z.shape).index_add_(-1, row, z[..., col] * s) if z.numel() == z.shape[-1] else z @ _S(s, row, col, z.shape[-1]).T
+    @staticmethod
+    def backward(ctx, g):
+        z, s, row, col = ctx.saved_tensors; gz = g @ _S(s, row, col, z.shape[-1]) if ctx.needs_input_grad[0] else None
+        return gz, (g.reshape(-1, g.shape[-1]).T @ z.reshape(-1, z.shape[-1]))[row, col], None, None   # ∂s_k = (gᵀz)[r_k, c_k]
 
 # %% ../../nbs/52_frod.ipynb #4f0f222b
 @register
 class Frod(Variant):
     "Per layer λ (d_in) and the values of a sparse S; V, V⁻¹ and S's positions shared per module kind; a pre-hook on the input."
-    hook, has_rank, recomputed = "input", False, ("lam0",)   # a pre-hook on x; no rank; λ₀ rebuilt from W at load
+    hook, has_rank, recomputed, shared_read_once = "input", False, ("lam0",), False   # a pre-hook on x; no rank; λ₀ rebuilt from W at load; decode_reads counts each layer's reads
     paper = ("doi:10.1609/aaai.v40i31.39813", "FRoD: full-rank fine-tuning in a basis shared across blocks (AAAI 2026)")
     bench, results = {"lr": 1e-4}, {"PEFT · Llama-3.2-3B": 50.9}   # PEFT's frod/llama-3.2-3B-default (default config and lr); …-sparse0.02-lr_0.001: 27.1
     config_cls, peft_type, example = FrodConfig, "FROD", {"sparse_rate": 0.05}
@@ -85,8 +93,7 @@ class Frod(Variant):
         out = {}
         for l in layers.values():
             k, d = l.kind, l.d_in
-            if out.get(f"V_{k}", ((d, d),))[0] != (d, d):
-                raise ValueError(f"frod: the {k!r} modules have different input widths ({out[f'V_{k}'][0][0]} and {d}); one V per kind needs one width.")
+            if out.get(f"V_{k}", ((d, d),))[0] != (d, d): raise ValueError(f"frod: the {k!r} modules have different input widths ({out[f'V_{k}'][0][0]} and {d}); one V per kind needs one width.")
             out |= {f"V_{k}": ((d, d), False), f"Vinv_{k}": ((d, d), False), f"idx_{k}": ((2, _nnz(d, cfg.sparse_rate)), False, torch.long)}
         return out
     def _t(self, t): return getattr(self.shared, f"{t}_{self.kind}")   # this layer's kind's shared V, Vinv or idx
@@ -104,46 +111,40 @@ class Frod(Variant):
             for n in names: object.__setattr__(layers[n], "_built", built); layers[n].recompute(modules[n]); layers[n].lam.copy_(layers[n].lam0); layers[n].s.zero_()
     def init(self, module): type(self).init_all({self.name: self}, {self.name: module})
     @torch.no_grad()
-    def recompute(self, module):
-        "λ₀: the column norms of W V⁻ᵀ (float64), as PEFT computes them for its U = W V⁻ᵀ / λ₀."
+    def recompute(self, module):   # λ₀: the column norms of W V⁻ᵀ (float64), as PEFT computes them for its U = W V⁻ᵀ / λ₀
         V, built = self._t("V"), self.__dict__.get("_built")             # built: V's row sums as init_all made it from W (PEFT's U uses that V)
         if built is not None and (V.float().sum(1).cpu() - (built := torch.tensor(built))).norm() > 1e-3 * built.norm():
-            raise ValueError(f"frod: the imported V of {self.category!r} is not the one PEFT rebuilds from these base weights; PEFT's own U comes from its rebuilt V, so "
-                             "neither PEFT nor lora_lite can reproduce this adapter here: load it on the base weights it was made from.")
+            raise ValueError(f"frod: the imported V of {self.category!r} is not the one PEFT rebuilds from these base weights; PEFT's own U comes from its rebuilt V, so neither PEFT nor lora_lite can reproduce this adapter here: load it on the base weights it was made from.")
         self.lam0.copy_(torch.linalg.solve(V.double(), dense_weight(module).to(V.device, torch.float64).T).norm(dim=1).float())   # ‖(W V⁻ᵀ)_{:,j}‖
-    def S(self): return self.s.new_zeros(self.d_in, self.d_in).index_put(tuple(self._t("idx")), self.s)   # S (d_in, d_in): the values at the shared positions
-    def transform(self):
-        "A (d_in, d_in) = V ((Sᵀ + diag(λ−λ₀)) / λ₀) V⁻¹, the product in float64: the layer maps x ↦ x + xA."
-        return (self._t("V").double() @ ((self.S().T.double() + torch.diag((self.lam - self.lam0).double())) / self.lam0.double()) @ self._t("Vinv").double()).to(self.lam.dtype)
+    def _mid(self, z):   # (z Sᵀ + z·(λ−λ₀)) / λ₀ for z (..., d_in) in V's basis: the trained middle, S's product sparse
+        lam, lam0, s = (t.to(z.dtype) for t in (self.lam, self.lam0, self.s)); return (SProduct.apply(z, s, *self._t("idx")) + z * (lam - lam0)) / lam0
+    def transform(self, dt=torch.float64):   # A (d_in, d_in) = V ((Sᵀ + diag(λ−λ₀)) / λ₀) V⁻¹ in `dt` (float64 for the decode cache): x ↦ x + xA
+        return (self._mid(self._t("V").to(dt)) @ self._t("Vinv").to(dt)).to(self.lam.dtype)
+    def keeps_A(self): return "A" in cache.cached_values(self) or self.d_in ** 2 * self.lam.element_size() + cache.cache_bytes() <= cache.MAX_BYTES   # decoding: A kept (or fits the budget) or factored
+    def decode_reads(self): return self.d_in ** 2 if self.keeps_A() else 2 * self.d_in ** 2 + 2 * self.d_in + 3 * self.s.numel()   # A, or V, V⁻¹, λ, λ₀, s, positions
     def forward(self, x):
-        if x.numel() == self.d_in and not (grad_wanted(self) or self.training and self.cfg.frod_dropout):   # decoding one token: A kept, one d_in² product
-            return (x + x.to(self.lam.dtype) @ cached(self, "A", self.transform)).to(x.dtype)
-        z = F.dropout(x.to(self.lam.dtype), self.cfg.frod_dropout, self.training) @ self._t("V")   # (..., d_in): the input in V's basis
-        z = (z @ self.S().T + z * (self.lam - self.lam0)) / self.lam0   # (..., d_in): (Sᵀ + diag(λ−λ₀)) / λ₀
-        return (x + z @ self._t("Vinv")).to(x.dtype)                   # (..., d_in)
+        h, n = x.to(self.lam.dtype), x.numel() // self.d_in                            # n tokens
+        if n == 1 and not (grad_wanted(self) or self.training and self.cfg.frod_dropout) and self.keeps_A():
+            return (x + h @ cached(self, "A", self.transform)).to(x.dtype)            # decoding one token: A kept, one d_in² product
+        h = F.dropout(h, self.cfg.frod_dropout, self.training)
+        if n > self.d_in: return (x + h @ self.transform(h.dtype)).to(x.dtype)         # more tokens than inputs: A once (4 d_in³ with its gradient)
+        return (x + self._mid(h @ self._t("V")) @ self._t("Vinv")).to(x.dtype)        # (..., d_in): 7 d_in² per token with the gradient
     def delta_weight(self, module): return dense_weight(module).to(self.lam.dtype) @ self.transform().T   # (d_out, d_in): W Aᵀ, as x' = x(I + A)
 
 # %% ../../nbs/52_frod.ipynb #7d0e4c13
+_FIELDS = ("sparse_rate", "regularization_alpha", "projection_prng_key", "save_projection", "frod_dropout")   # PEFT's names, ours too
 @torch.no_grad()
 def _peft_export(cls, cfg, layers, modules):
     t = {peft_key(n, k): getattr(l, ours) for n, l in layers.items() for k, ours in (("frod_lambda_l", "lam"), ("frod_lambda_s_values", "s"))}
     for l in ({l.kind: l for l in layers.values()}.values() if cfg.save_projection else ()):   # one entry per kind, under PEFT's name
-        t |= {f"base_model.frod_V.{l.category}": l._t("V"), f"base_model.frod_s_indices.{l.category}": l._t("idx"),
-              f"base_model.frod_s_size.{l.category}": torch.tensor(l._t("V").shape)}
-    return dict(peft_type="FROD", sparse_rate=cfg.sparse_rate, regularization_alpha=cfg.regularization_alpha, bias="none",
-                projection_prng_key=cfg.projection_prng_key, save_projection=cfg.save_projection, frod_dropout=cfg.frod_dropout,
-                target_modules=list(layers), progressbar=False), t
+        t |= {f"base_model.frod_V.{l.category}": l._t("V"), f"base_model.frod_s_indices.{l.category}": l._t("idx"), f"base_model.frod_s_size.{l.category}": torch.tensor(l._t("V").shape)}
+    return dict(peft_type="FROD", bias="none", target_modules=list(layers), progressbar=False, **{f: getattr(cfg, f) for f in _FIELDS}), t
 def _peft_import(cls, pc, dims, tensors, dtype):
-    cfg = FrodConfig(sparse_rate=pc.get("sparse_rate", 0.01), regularization_alpha=pc.get("regularization_alpha", 1e-3),
-                     projection_prng_key=pc.get("projection_prng_key", 0), save_projection=pc.get("save_projection", True),
-                     frod_dropout=pc.get("frod_dropout", 0.0), target_names=[f"^{re.escape(n)}$" for n in dims], exclude_names=(), dtype=dtype)
+    cfg = FrodConfig(**{f: pc[f] for f in _FIELDS if f in pc}, target_names=[f"^{re.escape(n)}$" for n in dims], exclude_names=(), dtype=dtype)
     out = {n: {"lam": tensors.pop(peft_key(n, "frod_lambda_l")), "s": tensors.pop(peft_key(n, "frod_lambda_s_values"))} for n in dims}
     sh = {}                                                          # V⁻¹ from V; λ₀ from W (recompute)
     for c in sorted({frod_kind(n) for n in dims}):                   # else: init_all rebuilds them from W, as PEFT does
-        k, V = re.sub(r"\W", "_", c), tensors.pop(f"base_model.frod_V.{c}", None)
-        idx, _ = tensors.pop(f"base_model.frod_s_indices.{c}", None), tensors.pop(f"base_model.frod_s_size.{c}", None)
-        if V is not None: sh |= {f"V_{k}": V, f"Vinv_{k}": torch.linalg.inv(V.double())}
-        if idx is not None: sh[f"idx_{k}"] = idx.long()
+        k, V, idx, _ = re.sub(r"\W", "_", c), *(tensors.pop(f"base_model.frod_{t}.{c}", None) for t in ("V", "s_indices", "s_size"))
+        sh |= ({} if V is None else {f"V_{k}": V, f"Vinv_{k}": torch.linalg.inv(V.double())}) | ({} if idx is None else {f"idx_{k}": idx.long()})
     return cfg, out | ({"ll_shared": sh} if sh else {})
-
 Frod.peft_export, Frod.peft_import = classmethod(_peft_export), classmethod(_peft_import)
