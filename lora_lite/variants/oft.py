@@ -4,7 +4,7 @@
 
 # %% ../../nbs/70_oft.ipynb #89fc5edb
 from __future__ import annotations
-import math, re
+import functools, math, re
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
@@ -48,9 +48,14 @@ def _blocks(cfg, d_in:int) -> tuple:
     "(n, b): a d_in-wide input splits into n blocks of b features."
     return (cfg.r, d_in // cfg.r) if cfg.r else (d_in // cfg.oft_block_size, cfg.oft_block_size)
 
+@functools.cache
+def _triu(b:int, device:torch.device) -> torch.Tensor:
+    "(2, b(b-1)/2) strict-upper-triangle indices, built once: autograd saves one shared copy, not one per layer and step."
+    with torch.inference_mode(False): return torch.triu_indices(b, b, 1, device=device)
+
 def skew(q:torch.Tensor, b:int) -> torch.Tensor:
     "Skew-symmetric Q (m, b, b) from q (m, b(b-1)/2), the strict upper triangles row by row."
-    i, j = torch.triu_indices(b, b, 1, device=q.device)
+    i, j = _triu(b, q.device)
     Q = q.new_zeros(q.shape[0], b, b)
     Q[:, i, j] = q
     return Q - Q.transpose(1, 2)
@@ -60,11 +65,12 @@ def cayley(Q:torch.Tensor, neumann:bool=True, terms:int=5) -> torch.Tensor:
     I = torch.eye(Q.shape[-1], dtype=Q.dtype, device=Q.device).expand_as(Q)
     if not neumann:
         return torch.linalg.solve((I + Q).float(), (I - Q).float(), left=False).to(Q.dtype)
-    R = I + 2 * Q if terms > 1 else I.clone()
+    R = I.clone(memory_format=torch.contiguous_format)   # the sum is built in place: no temporary tensor per term
+    if terms > 1: R.add_(Q, alpha=2.0)
     if terms > 2:
-        P = Q @ Q; R = R + 2 * P
-        for _ in range(3, terms - 1): P = P @ Q; R = R + 2 * P
-        R = R + P @ Q                                   # the last power at weight 1
+        P = Q @ Q; R.add_(P, alpha=2.0)
+        for _ in range(3, terms - 1): P = P @ Q; R.add_(P, alpha=2.0)
+        R.add_(P @ Q)                                   # the last power at weight 1
     return R
 
 def coft_project(q:torch.Tensor, eps:float) -> torch.Tensor:

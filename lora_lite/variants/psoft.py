@@ -10,7 +10,7 @@ from typing import ClassVar, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_int, check_float, check_bool
+from ..core import AdapterConfig, Variant, register, dense_weight, cached, grad_wanted, check_int, check_float, check_bool
 from ..helpers import check_rank, top_svd, peft_key
 from .oft import skew, cayley
 
@@ -105,16 +105,16 @@ class Psoft(Variant):
         if c.psoft_mag_b: C = self.mag_b[:, None] * C
         return C * self.mag_a if c.psoft_mag_a else C
 
-    def factor(self) -> torch.Tensor:
-        "M = s·B(R − I) (d_out, r): the parameter-only part of a forward."
-        return self.scale * self.B @ (self.rotation() - torch.eye(self.r, dtype=self.B.dtype, device=self.B.device))
+    def kernel(self) -> torch.Tensor:
+        "K = s(R − I) (r, r): the parameter-only update inside the subspace (0 at init)."
+        return self.scale * (self.rotation() - torch.eye(self.r, dtype=self.B.dtype, device=self.B.device))
 
     def forward(self, x, y):
-        M = cached(self, "M", self.factor)                                       # once per change when decoding
         xa = F.dropout(x.to(self.A.dtype), self.cfg.psoft_dropout, self.training) @ self.A.T   # (..., r)
-        return (y + xa @ M.T).to(y.dtype)                                        # M = 0 at init: exactly y
+        if grad_wanted(self): return (y + (xa @ self.kernel().T) @ self.B.T).to(y.dtype)     # training: autograd keeps xa, K
+        return (y + xa @ cached(self, "M", lambda: self.B @ self.kernel()).T).to(y.dtype)  # decoding: M = BK once per change
 
-    def delta_weight(self, module): return self.factor() @ self.A                # (d_out, d_in)
+    def delta_weight(self, module): return self.B @ self.kernel() @ self.A      # (d_out, d_in)
 
 # %% ../../nbs/27_psoft.ipynb #e9bb144c
 _FIELDS = ("psoft_dropout", "ab_svd_init", "psoft_svd", "psoft_svd_lowrank_niter", "random_seed", "psoft_orth", "psoft_mag_a",
