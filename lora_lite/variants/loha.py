@@ -88,9 +88,10 @@ class LoHa(Variant):
         p = self.cfg.module_dropout
         if self.training and p and torch.rand(()) < p: return y                # skip the adapter this step
         x = x.to(self.A1.dtype)
-        if not grad_wanted(self) and self.factored(x.numel() // self.d_in):      # decoding: reads only B₁, A₁, B₂, A₂
-            M = (self.A1 * x.reshape(-1, 1, self.d_in)) @ self.A2.T             # (T, r, r): A₁ diag(x) A₂ᵀ
-            d = self.scale * ((self.B1 @ M) * self.B2).sum(-1).view(*x.shape[:-1], self.d_out)   # s·rowsum((B₁M) ⊙ B₂)
+        if not grad_wanted(self) and self.factored(T := x.numel() // self.d_in):   # decoding: reads only B₁, A₁, B₂, A₂
+            M = ((self.A1 * x.reshape(T, 1, self.d_in)) @ self.A2.T).mul_(self.scale)   # (T, r, r): s·A₁ diag(x) A₂ᵀ
+            BM = self.B1 @ M[0] if T == 1 else self.B1 @ M                     # one token: a 2-D product (2-D @ 3-D copies)
+            d = (BM * self.B2).sum(-1).view(*x.shape[:-1], self.d_out)          # s·rowsum((B₁M) ⊙ B₂)
         elif self.khatri_rao():
             P, Q = cached(self, "PQ", self.factors)
             d = (x @ Q.T) @ P.T                                                # (..., r²) -> (..., d_out)

@@ -8,8 +8,9 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 import torch
+import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight, grad_wanted, check_bool
+from ..core import AdapterConfig, Variant, register, dense_weight, cached, grad_wanted, check_bool
 from ..helpers import peft_key
 
 # %% auto #0
@@ -83,17 +84,25 @@ class Osf(Variant):
         v = (self.Vh.T, True) if "Vh" in self._buffers else (self.V0.T, False)
         return u, v
 
+    def decode_form(self):
+        "Outside autograd: None while U, S, V are still W's (the base, exactly), ΔW when cheaper per token, else (A (2r, d_in), B (d_out, 2r)), ΔW = BA."
+        if all(torch.equal(a, b) for a, b in ((self.U, self.U0), (self.S, self.S0), (self.V, self.V0))): return None
+        if self.decode_reads() >= self.d_in * self.d_out: return self.delta_weight(None)
+        return torch.cat([self.S[:, None] * self.V, -self.S0[:, None] * self.V0]), torch.cat([self.U, self.U0], 1)
+
     def forward(self, x, y):
-        U, V = self.U, self.V
-        if grad_wanted(self):                                            # training: gradients projected in the backward pass
-            (Qu, ou), (Qv, ov) = self.projections()
-            U, V = ProjectGrad.apply(U, Qu, ou), ProjectGrad.apply(V.T, Qv, ov).T
-        x = x.to(self.U.dtype)
+        U, V, x = self.U, self.V, x.to(self.U.dtype)
+        if not grad_wanted(self):                                        # eval / decoding: one cached rank-2r (or dense) product
+            f = cached(self, "form", self.decode_form)
+            if f is None: return y
+            return (y + (F.linear(x, f) if torch.is_tensor(f) else F.linear(F.linear(x, f[0]), f[1]))).to(y.dtype)
+        (Qu, ou), (Qv, ov) = self.projections()                          # training: gradients projected in the backward pass
+        U, V = ProjectGrad.apply(U, Qu, ou), ProjectGrad.apply(V.T, Qv, ov).T
         new = ((x @ V.T) * self.S) @ U.T                                 # (..., d_out)  x(U S V)ᵀ
         old = ((x @ self.V0.T) * self.S0) @ self.U0.T                    # (..., d_out)  x(U₀ S₀ V₀)ᵀ, inside y
         return (y + (new - old)).to(y.dtype)
 
-    def decode_reads(self): return 2 * self.r * (self.d_in + self.d_out + 1)   # U, S, V and U₀, S₀, V₀; the kept U_h / V_h only project gradients
+    def decode_reads(self): return 2 * self.r * (self.d_in + self.d_out)   # A = [S V; −S₀ V₀], B = [U U₀]; U_h / V_h only project gradients
     def delta_weight(self, module): return (self.U * self.S) @ self.V - (self.U0 * self.S0) @ self.V0   # (d_out, d_in)
 
 # %% ../../nbs/42_osf.ipynb #3c2ff649

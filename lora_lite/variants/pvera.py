@@ -70,9 +70,10 @@ class Pvera(Vera):
         return mu + torch.randn(std.shape, dtype=std.dtype, generator=self._gen).to(std.device) * std
 
     def forward(self, x, y):
-        x = F.dropout(x.to(self.lambda_d.dtype), self.cfg.pvera_dropout, self.training)
+        x = x.to(self.lambda_d.dtype)
+        if self.training and self.cfg.pvera_dropout: x = F.dropout(x, self.cfg.pvera_dropout)
         if not (self.training or self.cfg.sample_at_inference):   # z = μ: only the first halves of λ_d and 𝒜 are read
-            return (y + self.lambda_b * ((self.lambda_d[:self.r] * (x @ self.A[:self.r].T)) @ self.B.T)).to(y.dtype)
+            return (y + self.lambda_b * F.linear(self.lambda_d[:self.r] * F.linear(x, self.A[:self.r]), self.B)).to(y.dtype)
         mu, logvar = (self.lambda_d * (x @ self.A.T)).chunk(2, dim=-1)          # (..., r) each
         return (y + self.lambda_b * (self.sample(mu, logvar) @ self.B.T)).to(y.dtype)   # (..., d_out)
 

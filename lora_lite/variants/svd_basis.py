@@ -4,6 +4,7 @@
 
 # %% ../../nbs/19_svd_basis.ipynb #a9b77f19
 from __future__ import annotations
+import torch.nn.functional as F
 from ..core import Variant, dense_weight, cached
 from ..helpers import check_rank, top_svd
 
@@ -29,4 +30,4 @@ class SVDBasis(Variant):
 
     def forward(self, x, y):
         A, B = cached(self, "factors", self.factors)            # parameter-only: reused while decoding
-        return (y + (x.to(A.dtype) @ A.T) @ B.T).to(y.dtype)   # (..., d_out)
+        return (y + F.linear(F.linear(x.to(A.dtype), A), B)).to(y.dtype)   # (..., d_out)  (x A_fᵀ) B_fᵀ

@@ -77,10 +77,13 @@ class Vera(Variant):
     def init(self, module): type(self).init_all({"": self}, {"": module})
 
     def forward(self, x, y):
-        x = F.dropout(x.to(self.lambda_d.dtype), self.cfg.vera_dropout, self.training)
-        h = self.lambda_d * (x @ self.A.T)                        # (..., r)
-        return (y + self.lambda_b * (h @ self.B.T)).to(y.dtype)   # (..., d_out)
+        x = x.to(self.lambda_d.dtype)
+        if self.training and self.cfg.vera_dropout: x = F.dropout(x, self.cfg.vera_dropout)
+        h = self.lambda_d * F.linear(x, self.A)                               # (..., r)  λ_d ⊙ (x Aᵀ)
+        return (y + self.lambda_b * F.linear(h, self.B)).to(y.dtype)          # (..., d_out)
 
+    shared_read_once = False                  # decode floor: every layer's hook reads its own slices of 𝒜, ℬ per token
+    def decode_reads(self): return self.r * (self.d_in + self.d_out + 1) + self.d_out   # A (r, d_in), B (d_out, r), λ_d (r), λ_b
     def delta_weight(self, module):
         return (self.lambda_b[:, None] * self.B) @ (self.lambda_d[:, None] * self.A)   # (d_out, d_in)
 
