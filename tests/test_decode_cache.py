@@ -38,7 +38,7 @@ def assert_fresh(model, ids):
 
 def disable_cache(monkeypatch):
     "Turn caching off for the rest of this test: every lora_lite module's `cached` (imported by name) calls fn()."
-    def off(layer, key, fn): return fn()
+    def off(layer, key, fn, reads=None): return fn()
     mods = [m for m in list(sys.modules.values())
             if getattr(m, "__name__", "").startswith("lora_lite") and getattr(m, "cached", None) is cache.cached]
     assert any(m.__name__.startswith("lora_lite.variants.") for m in mods)
