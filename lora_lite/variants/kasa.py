@@ -9,12 +9,12 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import register, dense_weight, cached, check_float
+from ..core import register, dense_weight, cached, grad_wanted, check_float
 from ..helpers import init_lora, lora_to_peft, peft_key
 from .lora import LoRAConfig, LoRA, lora_peft_config, lora_tensors
 
 # %% auto #0
-__all__ = ['KaSAConfig', 'minor_components', 'KaSA', 'kasa_loss']
+__all__ = ['KaSAConfig', 'minor_components', 'KaSAProduct', 'KaSA', 'kasa_loss']
 
 # %% ../../nbs/31_kasa.ipynb #39343128
 @dataclass(frozen=True)
@@ -30,6 +30,25 @@ def minor_components(W:torch.Tensor, r:int) -> tuple:
     "(U_dS_d (d_out, r), V_dᵀ (r, d_in)): W's r smallest singular triplets, σ folded left (full fp32 SVD, as PEFT)."
     U, S, Vh = torch.linalg.svd(W.float(), full_matrices=False)
     return U[:, -r:] * S[-r:], Vh[-r:]
+
+class KaSAProduct(torch.autograd.Function):
+    "y + s((xAᵀ)⊙d)Bᵀ − (xV_d)(U_dS_d)ᵀ as two 2r-wide products; keeps x and t = xAᵀ (..., r) for the backward."
+    @staticmethod
+    def forward(ctx, x, y, A, B, d, Vh, US, s):
+        r, x2 = A.shape[0], x.reshape(-1, x.shape[-1])
+        z = x2 @ torch.cat([A, Vh]).T                    # (N, 2r) = [t, u], u = xV_d
+        t = z[:, :r].clone(); z[:, :r] *= s * d           # z = [t⊙sd, u]
+        ctx.save_for_backward(x, t, A, B, d, Vh, US); ctx.s = s
+        return torch.addmm(y.reshape(-1, y.shape[-1]), z, torch.cat([B, -US], 1).T).view(y.shape)
+    @staticmethod
+    def backward(ctx, g):
+        x, t, A, B, d, Vh, US = ctx.saved_tensors; s, r, sd = ctx.s, A.shape[0], ctx.s * d
+        g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+        H = g2 @ torch.cat([B, -US], 1)                  # (N, 2r) = [gB, ∂u]
+        gd = s * (H[:, :r] * t).sum(0); gB = g2.T @ (t * sd)
+        H[:, :r] *= sd                                    # [∂t, ∂u]
+        gx = (H @ torch.cat([A, Vh])).view(x.shape) if ctx.needs_input_grad[0] else None
+        return gx, g, H[:, :r].T @ x2, gB, gd, None, None, None
 
 @register
 class KaSA(LoRA):
@@ -57,16 +76,17 @@ class KaSA(LoRA):
         init_lora(self.A, self.B); nn.init.normal_(self.d)
 
     def factors(self) -> tuple:
-        "([A; V_dᵀ] (2r, d_in), [s·B·diag(d), −U_dS_d] (d_out, 2r)): both rank-r terms in one pass."
-        return torch.cat([self.A, self.Vh]), torch.cat([self.scale * self.B * self.d, -self.US], 1)
+        "([A; V_dᵀ] (2r, d_in), [s·B·diag(d), −U_dS_d]ᵀ (2r, d_out), row-major): both rank-r terms in one pass, for inference."
+        return torch.cat([self.A, self.Vh]), torch.cat([self.scale * self.B * self.d, -self.US], 1).T.contiguous()
 
     def forward(self, x, y):
-        x = x.to(self.A.dtype)
-        A2, B2 = cached(self, "factors", self.factors)
-        if self.training and self.cfg.dropout:          # dropout reaches the trained term only
-            z = torch.cat([F.dropout(x, self.cfg.dropout, True) @ self.A.T, x @ self.Vh.T], -1)
-        else: z = x @ A2.T                              # (..., 2r)
-        return (y + z @ B2.T).to(y.dtype)
+        x, drop = x.to(self.A.dtype), self.training and self.cfg.dropout
+        if drop or grad_wanted(self) and y.dtype != x.dtype:   # dropout / mixed dtypes: plain autograd, PEFT's saved (..., r) products
+            t = (F.dropout(x, self.cfg.dropout, True) if drop else x) @ self.A.T * (self.scale * self.d)   # (..., r)
+            return (y + t @ self.B.T - (x @ self.Vh.T) @ self.US.T).to(y.dtype)   # the frozen truncation keeps no x
+        if grad_wanted(self): return KaSAProduct.apply(x, y, self.A, self.B, self.d, self.Vh, self.US, self.scale)   # training
+        A2, B2t = cached(self, "factors", self.factors)  # inference: once per change of A, B, d
+        return (y + (x @ A2.T) @ B2t).to(y.dtype)        # (..., 2r) -> (..., d_out)
 
     def delta_weight(self, module): return self.scale * (self.B * self.d) @ self.A - self.US @ self.Vh   # (d_out, d_in)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Union
 import torch
 import torch.nn.functional as F
-from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool, dense_weight, cached
+from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool, dense_weight, cached, grad_wanted
 from ..shared import SHARED
 from ..helpers import peft_key
 
@@ -95,7 +95,9 @@ class TinyLora(Variant):
 
     def forward(self, x, y):
         x = F.dropout(x.to(self.A.dtype), self.cfg.tinylora_dropout, self.training)
-        RA = cached(self, "RA", lambda: self.R() @ self.A)    # (r, d_in): once per change of v when decoding
+        if grad_wanted(self):   # training: xAᵀ first, so autograd keeps the (..., r) product for v's gradient, not x
+            return (y + F.linear(F.linear(F.linear(x, self.A), self.R()), self.B)).to(y.dtype)
+        RA = cached(self, "RA", lambda: self.R() @ self.A)   # inference: (r, d_in), once per change of v
         return (y + F.linear(F.linear(x, RA), self.B)).to(y.dtype)   # (..., r) -> (..., d_out)
 
     def delta_weight(self, module): return self.B @ self.R() @ self.A   # (d_out, d_in)
