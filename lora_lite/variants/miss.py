@@ -76,7 +76,7 @@ class Miss(Variant):
     def shard_sum(self, x):
         "Σₙ xₙ (..., r): the sum of the input's r-wide shards (the last one zero-padded)."
         n, rem = divmod(self.d_in, self.r)
-        s = (x[..., :n * self.r] if rem else x).unflatten(-1, (n, self.r)).sum(-2)   # (..., r)
+        s = x[..., :n * self.r].unflatten(-1, (n, self.r)).sum(-2)             # (..., r)
         return s + F.pad(x[..., n * self.r:], (0, self.r - rem)) if rem else s
 
     def bat_delta(self, module=None) -> torch.Tensor:
