@@ -61,7 +61,7 @@ def dft_mats(b, dtype, device):
         return torch.stack([C, -S], 1).flatten(0, 1).to(device, dtype), G.T.contiguous().to(device, dtype)   # w: irfft counts inner frequencies twice
 
 def one_token(x, Ks, b):
-    "`block_corr` of one token in real matmuls: x (d_in,), Ks = `C3A.decode_spectrum` (f, n, 2m) → z (d_out,)."
+    "`block_corr` of one token in real matmuls: x (d_in,), Ks = the layer's decode_spectrum() (f, n, 2m) → z (d_out,)."
     (f, n, m2), (Fm, G) = Ks.shape, dft_mats(b, Ks.dtype, Ks.device)
     XX = (Fm @ x.reshape(n, b).to(Ks.dtype).T).view(f, 2, n)                   # (f, 2, n): [Re, Im] of each block's rfft
     return (G @ torch.bmm(XX, Ks).view(4 * f, m2 // 2)).T.flatten()            # (f, 2, 2m) products (Re/Im x, Re/Im K̄); irfft -> (d_out,)
