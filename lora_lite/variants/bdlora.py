@@ -15,7 +15,7 @@ from ..helpers import init_lora, lora_to_peft
 from .lora import LoRAConfig, lora_peft_config, lora_tensors
 
 # %% auto #0
-__all__ = ['BdLoRAConfig', 'bd_side', 'BdLoRA']
+__all__ = ['BdLoRAConfig', 'bd_side', 'block_mm', 'BdLoRA']
 
 # %% ../../nbs/25_bdlora.ipynb #beec1d7f
 def _substrings(cfg, name):
@@ -49,6 +49,10 @@ def bd_side(cfg, name:str):
     return "A" if a and not b else "B" if b and not a else None
 
 # %% ../../nbs/25_bdlora.ipynb #264eb09d
+def block_mm(h, M):
+    "h (..., n·a) times the block-diagonal matrix whose blocks are M (n, a, b): (..., n·b), one batched product."
+    return torch.bmm(h.reshape(-1, M.shape[0], M.shape[1]).transpose(0, 1), M).transpose(0, 1).reshape(*h.shape[:-1], -1)
+
 @register
 class BdLoRA(Variant):
     "LoRA with a block-diagonal A or B (by module name), applied as a forward hook."
@@ -97,10 +101,19 @@ class BdLoRA(Variant):
         return torch.einsum("...im,inm->...in", h.unflatten(-1, (n, -1)), self.B.unflatten(0, (n, -1))).flatten(-2)
 
     def forward(self, x, y):
-        x = F.dropout(x.to(self.A.dtype), self.cfg.dropout, self.training)
-        if grad_wanted(self): return (y + self.scale * self.up(self.down(x))).to(y.dtype)   # training: the n blocks, batched
-        A, B = cached(self, "AB", lambda: (self.dense("A"), self.dense("B")))   # inference: the block-diagonal factor made dense, once
-        return (y + self.scale * (x @ A.T) @ B.T).to(y.dtype)          # (..., d_out)
+        x = x.to(self.A.dtype)
+        if grad_wanted(self) or (self.training and self.cfg.dropout):   # training: the n blocks, batched
+            return (y + self.scale * self.up(self.down(F.dropout(x, self.cfg.dropout, self.training)))).to(y.dtype)
+        for M in cached(self, "decode", self.decode_factors):            # inference: Aᵀ then s·Bᵀ, row-major, built once
+            x = x @ M if M.dim() == 2 else block_mm(x, M)                # a block-diagonal factor as its n blocks
+        return (y + x).to(y.dtype)                                       # (..., d_out)
+
+    def decode_factors(self) -> tuple:
+        "(Aᵀ, s·Bᵀ): (d_in, r) and (r, d_out), or the block-diagonal one as its blocks (n, d_in/n, r/n) / (n, r/n, d_out/n)."
+        n, At, Bt = self.cfg.nblocks, self.A.T, self.scale * self.B.T
+        if self.side == "A": At = self.A.unflatten(0, (n, -1)).transpose(1, 2)
+        if self.side == "B": Bt = self.scale * self.B.unflatten(0, (n, -1)).transpose(1, 2)
+        return At.contiguous(), Bt.contiguous()
 
     def dense(self, which):
         "A (r, d_in) or B (d_out, r) as the full matrix (block-diagonal where stored so)."

@@ -6,14 +6,15 @@
 from __future__ import annotations
 import math, re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import ClassVar, Union
 import torch
 from torch import nn
-from ..core import AdapterConfig, Variant, register, check_int, cached
+from ..core import AdapterConfig, Variant, register, check_int, cached, grad_wanted
 from ..helpers import peft_key
 
 # %% auto #0
-__all__ = ['C3AConfig', 'spectrum', 'block_corr', 'BlockCorr', 'C3A']
+__all__ = ['C3AConfig', 'spectrum', 'block_corr', 'dft_mats', 'one_token', 'BlockCorr', 'C3A']
 
 # %% ../../nbs/74_c3a.ipynb #e9e3be6c
 _INITS = ("xavier_uniform", "kaiming_uniform", "gaussian")
@@ -50,6 +51,21 @@ def block_corr(x, K, b):
     else: Z = torch.einsum("...jf,ijf->...if", X, K)                            # (..., m, b//2+1)
     return torch.fft.irfft(Z, n=b).flatten(-2)                                  # (..., d_out)
 
+@lru_cache(maxsize=16)
+def dft_mats(b, dtype, device):
+    "(F (2f, b), G (b, 4f)), f = b//2+1: F x = [Re, Im] of rfft(x) per frequency; G maps `one_token`'s products (f, c, a) to irfft."
+    with torch.inference_mode(False):                                           # normal tensors (autograd may go through them)
+        k, t = torch.arange(b // 2 + 1, dtype=torch.float64)[:, None], torch.arange(b, dtype=torch.float64)
+        C, S, w = (2 * math.pi / b * k * t).cos(), (2 * math.pi / b * k * t).sin(), torch.where((k == 0) | (2 * k == b), 1.0, 2.0) / b
+        G = torch.stack([w * C, -w * S, -w * S, -w * C], 1).flatten(0, 1)      # (c, a): (Re x, Re K̄)→Re Z, (Re, Im), (Im, Re)→Im Z, (Im, Im)→-Re Z
+        return torch.stack([C, -S], 1).flatten(0, 1).to(device, dtype), G.T.contiguous().to(device, dtype)   # w: irfft counts inner frequencies twice
+
+def one_token(x, Ks, b):
+    "`block_corr` of one token in real matmuls: x (d_in,), Ks = the layer's decode_spectrum() (f, n, 2m) → z (d_out,)."
+    (f, n, m2), (Fm, G) = Ks.shape, dft_mats(b, Ks.dtype, Ks.device)
+    XX = (Fm @ x.reshape(n, b).to(Ks.dtype).T).view(f, 2, n)                   # (f, 2, n): [Re, Im] of each block's rfft
+    return (G @ torch.bmm(XX, Ks).view(4 * f, m2 // 2)).T.flatten()            # (f, 2, 2m) products (Re/Im x, Re/Im K̄); irfft -> (d_out,)
+
 class BlockCorr(torch.autograd.Function):
     "`block_corr(x, K, b)` for training: saves only x (the base keeps it anyway) and w; rfft(x) and K are recomputed in the backward."
     @staticmethod
@@ -69,7 +85,6 @@ class BlockCorr(torch.autograd.Function):
             gw = torch.fft.irfft(torch.einsum("Nif,Njf->ijf", G.conj(), X), n=b).div_(d_in).to(w.dtype)
         return gx, gw, None
 
-
 # %% ../../nbs/74_c3a.ipynb #154cebb6
 @register
 class C3A(Variant):
@@ -83,14 +98,12 @@ class C3A(Variant):
     @classmethod
     def identity_at_init(cls, cfg): return cfg.init_weights is True   # PEFT's default xavier kernel starts off the base
     def param_shapes(self): return {"kernel": (self.d_out // self.r, self.d_in // self.r, self.r)}
-
     @classmethod
     def check_layer(cls, cfg, d_in, d_out, name):
         b = cfg.rank_for(name)
         if d_in % b or d_out % b:
             raise ValueError(f"C3AConfig: block_size={b} must divide both widths of {name} ({d_in}->{d_out}); use a divisor "
                              f"of {math.gcd(d_in, d_out)} (a block_size_pattern entry for this layer) or leave it out of target_names.")
-
     @torch.no_grad()
     def init(self, module):
         how, w = self.cfg.init_weights, self.kernel
@@ -101,8 +114,12 @@ class C3A(Variant):
             nn.init.uniform_(w, -a, a)
 
     def kernel_fft(self) -> torch.Tensor: return spectrum(self.kernel, self.d_in)   # K̄/d_in (d_out/b, d_in/b, b//2+1)
+    def decode_spectrum(self) -> torch.Tensor:   # K̄/d_in as real numbers (b//2+1, n, 2m): [Re | Im] over the output blocks, for `one_token`
+        return torch.view_as_real(self.kernel_fft()).permute(2, 1, 3, 0).flatten(2)
 
     def forward(self, x, y):
+        if x.numel() == self.d_in and not grad_wanted(self):                     # one token: no FFT call
+            return (y + one_token(x, cached(self, "decode", self.decode_spectrum), self.r).view(y.shape)).to(y.dtype)
         K = cached(self, "kernel_fft", self.kernel_fft)                         # reused while decoding
         if torch.is_grad_enabled(): z = BlockCorr.apply(x, self.kernel, K.detach())   # saves x and w, as PEFT does
         else: z = block_corr(x, K, self.r)

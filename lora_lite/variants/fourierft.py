@@ -102,10 +102,11 @@ class FourierFT(Variant):
         if grad_wanted(self):                                                    # training: one dense product (backward too)
             dW = cached(self, "delta_weight", lambda: self.delta_weight(None))     # (d_out, d_in); fresh under autograd
             return (y + F.linear(x.float(), dW)).to(y.dtype)
+        R = cached(self, "half_map", self.half_map)                                 # (2h_out, 2h_in) sparse
         X = torch.view_as_real(torch.fft.rfft(x.reshape(T, self.d_in).float())).flatten(-2)   # (T, 2h_in): [Re, Im] per frequency
-        Q = (cached(self, "half_map", self.half_map) @ X.T).T.contiguous()                 # (T, 2h_out)
-        z = torch.fft.irfft(torch.view_as_complex(Q.unflatten(-1, (-1, 2))), n=self.d_out, norm="forward")   # (T, d_out)
-        return (y + z.reshape(y.shape)).to(y.dtype)
+        Q = torch.mv(R, X[0]) if T == 1 else (R @ X.T).T.contiguous()                     # (T, 2h_out); one token: a sparse mat-vec
+        z = torch.fft.irfft(torch.view_as_complex(Q.reshape(T, -1, 2)), n=self.d_out, norm="forward")   # (T, d_out)
+        return (y + z.view(y.shape)).to(y.dtype)
 
     def delta_weight(self, module):
         F_ = torch.zeros(self.d_out, self.d_in, device=self.spectrum.device)

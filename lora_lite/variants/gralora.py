@@ -83,12 +83,17 @@ class Gralora(Variant):
         if self.cfg.hybrid_r: P, Q = torch.cat([P, self.A_general.T], 1), torch.cat([Q, self.B_general.T], 0)
         return P, Q
 
+    def decode_factors(self) -> tuple:
+        "(P, s·Q): `factors` with the scale folded in, for decoding (parameter-only)."
+        P, Q = self.factors()
+        return P, self.scale * Q
+
     def forward(self, x, y):
         k, t = self.cfg.gralora_k, self.r // self.cfg.gralora_k
+        if x.numel() <= 16 * self.d_in and not (self.training and self.cfg.gralora_dropout) and not grad_wanted(self):
+            P, sQ = cached(self, "PQ", self.decode_factors)                       # decoding: 2 matmuls
+            return (y + (x.to(P.dtype) @ P) @ sQ).to(y.dtype)
         x = F.dropout(x.to(self.A.dtype), self.cfg.gralora_dropout, self.training)
-        if x.numel() <= 16 * self.d_in and not grad_wanted(self):   # decoding: 2 matmuls
-            P, Q = cached(self, "PQ", self.factors)
-            return (y + self.scale * ((x @ P) @ Q)).to(y.dtype)
         u = torch.einsum("...ni,nir->...nr", x.unflatten(-1, (k, -1)), self.A)   # (..., k_in, r): x_n A_n
         u = u.unflatten(-1, (k, t)).transpose(-3, -2).flatten(-2)               # (..., k_out, r): group j of every x_n A_n
         z = torch.einsum("...jr,jro->...jo", u, self.B).flatten(-2)              # (..., d_out)

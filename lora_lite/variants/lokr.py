@@ -6,10 +6,11 @@
 from __future__ import annotations
 import math, re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import ClassVar, Union
 import torch
 from torch import nn
-from ..core import AdapterConfig, Variant, register, check_float, check_bool
+from ..core import AdapterConfig, Variant, register, check_float, check_bool, cached, grad_wanted
 from ..helpers import peft_key
 
 # %% auto #0
@@ -86,14 +87,30 @@ class LoKr(Variant):
     def forward(self, x, y):
         p = self.cfg.module_dropout
         if self.training and p and torch.rand(()) < p: return y                   # skip the adapter this step
-        C = self.scale * self.left()                                              # (l, m)
-        X = x.to(C.dtype).reshape(*x.shape[:-1], C.shape[1], -1)                  # (..., m, n)
-        Z = (X @ self.A.T) @ self.B.T if hasattr(self, "B") else X @ self.D.T     # (..., m, k)
+        if self.dense_decode and not grad_wanted(self):
+            C, Dt = cached(self, "decode", self.decode_factors)                   # inference: s·C and Dᵀ, built once
+            Z = x.to(C.dtype).reshape(*x.shape[:-1], C.shape[1], -1) @ Dt         # (..., m, k)
+        else:
+            C = self.scale * self.left()                                          # (l, m)
+            X = x.to(C.dtype).reshape(*x.shape[:-1], C.shape[1], -1)              # (..., m, n)
+            Z = (X @ self.A.T) @ self.B.T if hasattr(self, "B") else X @ self.D.T # (..., m, k)
         d = (C @ Z).flatten(-2)                                                   # (..., l, k) -> (..., d_out)
         if self.training and self.cfg.rank_dropout:
             keep = (torch.rand(self.d_out, device=d.device) > self.cfg.rank_dropout).to(d.dtype)
             d = d * (keep / keep.mean() if self.cfg.rank_dropout_scale else keep)
         return (y + d).to(y.dtype)
+
+    def decode_factors(self) -> tuple: return self.scale * self.left(), self.right().T.contiguous()   # (l, m), (n, k): parameter-only
+    def decode_reads(self) -> int:
+        "C and D each dense or as its two low-rank factors, whichever is fewer numbers."
+        (l, k), (m, n), _, _ = lokr_plan(self.cfg, self.r, self.d_in, self.d_out)
+        own = lambda left: sum(p.numel() for name, p in self.named_parameters() if name.startswith("C") == left)
+        return min(l * m, own(True)) + min(k * n, own(False))
+    @cached_property
+    def dense_decode(self) -> bool:
+        "Decode with dense s·C and Dᵀ: True when they are the cheapest form of both factors."
+        (l, k), (m, n), _, _ = lokr_plan(self.cfg, self.r, self.d_in, self.d_out)
+        return l * m + k * n <= self.decode_reads()
 
     def delta_weight(self, module): return self.scale * torch.kron(self.left(), self.right())   # (d_out, d_in)
 

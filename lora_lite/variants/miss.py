@@ -87,7 +87,8 @@ class Miss(Variant):
 
     def forward(self, x, y):
         if self.bat(): return (y + F.linear(x.to(self.B.dtype), cached(self, "dW", self.bat_delta))).to(y.dtype)
-        x = F.dropout(x.to(self.B.dtype), self.cfg.miss_dropout, self.training)
+        x = x.to(self.B.dtype)
+        if self.training: x = F.dropout(x, self.cfg.miss_dropout, True)       # (no call at all at inference)
         z = self.shard_sum(x) @ self.B                                          # (..., d_out) or (..., mini_r)
         if self.mini(): return (y.unflatten(-1, (-1, self.cfg.mini_r)) + z.unsqueeze(-2)).flatten(-2).to(y.dtype)
         return (y + z).to(y.dtype)
