@@ -31,15 +31,7 @@ def _reads(layer:nn.Module) -> list:
 
 # %% ../nbs/07_cache.ipynb #cfc17f29
 MAX_BYTES = 2**30                      # at most this much memory in cached values, all layers together
-_STORE, _WATCHED = {}, set()           # id(layer) -> {key: (stamp, tensors it read, value, bytes)}; ids with a finalizer
-
-def _forget(i): _STORE.pop(i, None); _WATCHED.discard(i)
-
-def _entries(layer:nn.Module) -> dict:
-    "`layer`'s entries, made on first use; they go when the layer is garbage-collected."
-    i = id(layer)
-    if i not in _WATCHED: _WATCHED.add(i); weakref.finalize(layer, _forget, i)
-    return _STORE.setdefault(i, {})
+_STORE = weakref.WeakKeyDictionary()   # layer -> {key: (stamp, tensors it read, value, bytes)}
 
 def _nbytes(v) -> int:
     "Memory held by a cached value: tensors (sparse CSR: its three arrays), nested in tuples, lists or dicts."
@@ -61,10 +53,11 @@ def cached(layer:nn.Module, key:str, fn, reads:tuple=None):
     for t in ts:
         if t.is_inference(): return fn()                             # an inference tensor keeps no version count: never cached
     stamp = (_STEPS[0], *[(t.data_ptr(), t._version) for t in ts], *[getattr(layer, k) for k in getattr(type(layer), "knobs", ())])
-    hit = _STORE.get(id(layer), {}).get(key)
+    entries = _STORE.get(layer)
+    hit = None if entries is None else entries.get(key)
     if hit is not None and hit[0] == stamp: return hit[2]
     with torch.inference_mode(False), torch.no_grad(): value = fn()   # a normal tensor even inside inference_mode
-    entries = _entries(layer)
+    if entries is None: entries = _STORE.setdefault(layer, {})
     entries.pop(key, None)                                           # a stale value goes before the new one is counted
     n = _nbytes(value)
     if n + cache_bytes() <= MAX_BYTES: entries[key] = (stamp, [t.detach() for t in ts], value, n)   # keep the storages alive
@@ -72,13 +65,13 @@ def cached(layer:nn.Module, key:str, fn, reads:tuple=None):
 
 def cached_values(layer:nn.Module) -> dict:
     "{key: value} that `layer` holds in the cache now (what `cached` reuses while nothing changes)."
-    return {k: e[2] for k, e in _STORE.get(id(layer), {}).items()}
+    return {k: e[2] for k, e in _STORE.get(layer, {}).items()}
 
 def clear_cache(model:nn.Module) -> int:
     "Drop the cached values of every layer in `model` (or of one layer); returns the bytes freed."
     freed = 0
     for m in model.modules():
-        if (entries := _STORE.pop(id(m), None)) is not None: freed += sum(e[3] for e in entries.values())
+        if (entries := _STORE.pop(m, None)) is not None: freed += sum(e[3] for e in entries.values())
     return freed
 
 # %% ../nbs/07_cache.ipynb #a2054273
