@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
-from ..core import RsLoRAConfig, Variant, register, cached_T, dense_weight, cached, check_int, ORIGINAL
+from ..core import RsLoRAConfig, Variant, register, grad_wanted, dense_weight, cached, check_int, ORIGINAL
 from ..helpers import check_rank, top_svd, lora_to_peft
 
 # %% auto #0
@@ -49,13 +49,13 @@ class PiSSA(Variant):
         for t, v in ((self.A0, A0), (self.B0, B0), (self.A, A0), (self.B, B0)): t.copy_(v)
 
     def factors(self) -> tuple:
-        "([A; A0] (2r, d_in), sB, sB0 (d_out, r)): one pass over x for both products, s folded in."
-        return torch.cat([self.A, self.A0]), self.scale * self.B, self.scale * self.B0
+        "([A; A0] (2r, d_in), (sB)ᵀ, (sB0)ᵀ (r, d_out)): one pass over x for both products, s folded in; row-major when kept."
+        T = (lambda M: M.T) if grad_wanted(self) else (lambda M: M.T.contiguous())   # a one-token product reads Bᵀ row-major faster
+        return torch.cat([self.A, self.A0]), T(self.scale * self.B), T(self.scale * self.B0)
 
     def forward(self, x, y):
-        A2, sB, sB0 = cached(self, "factors", self.factors)             # once per change when decoding
+        A2, sBt, sB0t = cached(self, "factors", self.factors)           # once per change when decoding: one check per token
         z, z0 = (x.to(A2.dtype) @ A2.T).split(self.r, -1)               # (..., r) each
-        sBt, sB0t = cached_T(self, sB, "sBt"), cached_T(self, sB0, "sB0t")   # row-major when decoding
         return (y + (z @ sBt - z0 @ sB0t)).to(y.dtype)                  # equal products at init: exactly y
 
     def delta_weight(self, module): return self.scale * (self.B @ self.A - self.B0 @ self.A0)   # (d_out, d_in)
