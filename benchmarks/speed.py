@@ -46,7 +46,8 @@ Method
   vs PEFT's wrapper module, 40 paired rounds: a precise check of the per-layer cost that the whole-model step
   (±2-3 % round-to-round noise on a shared CPU) can't resolve.
 - Decode: every registered lora_lite variant (its `--config`), the same adapter inside `ll.merged` (W + ΔW swapped in,
-  hooks off: the "merged" column), and PEFT where it has the method, on a Qwen3 with Qwen3-0.6B's block widths, 2 blocks, vocab 4096 (`DEC`), eval mode:
+  hooks off: the "merged" column), and PEFT where it has the method, on a Qwen3 with Qwen3-0.6B's block widths, 2 blocks, vocab 4096 (`DEC`), eval mode,
+  each adapter moved a small seeded step off its init (as after training; PEFT's rows load that same adapter):
   batch-1 decode after an 8-token prompt, under inference_mode: per round, each row's 24 tokens are timed one by one, each
   between two tokens of the frozen base (b, k, b, k, ..., b; one token = the forward of one new token on the prompt's KV
   cache), and the round's ratio is the row's 24 tokens ÷ the mean of the base's before and after. Token pairs ~10 ms apart
@@ -94,8 +95,10 @@ def configs_to_try(v, args) -> list:
     order = [args.config] + [c for c in ("default", "example") if c != args.config]
     return [(c, opts[c]) for c in order if c != "example" or V.example]
 
-def attach_ll(model, v, args, calib=None) -> tuple:
-    "Attach variant v with the first config of `configs_to_try` that fits `model`; returns (which, config)."
+def attach_ll(model, v, args, calib=None, moved=False) -> tuple:
+    """Attach variant v with the first config of `configs_to_try` that fits `model`; returns (which, config). `moved`: every
+    trainable adapter tensor then gets a small seeded step off its init, as after training (a method that skips its work at
+    init, OSF, would otherwise be timed doing nothing)."""
     import lora_lite as ll
     V, errors = ll.VARIANTS[v], []
     for which, fields in configs_to_try(v, args):
@@ -103,14 +106,22 @@ def attach_ll(model, v, args, calib=None) -> tuple:
             cfg = ll.get_config(v, **fields)
             torch.manual_seed(0)                                        # the same adapter init in every copy
             ll.attach(model, cfg, calibration_data=calib if V.needs_calibration else None)
+            if moved: move_off_init(model)
             return which, cfg
         except (ValueError, TypeError) as e: errors.append(f"{which}: {str(e).splitlines()[0][:160]}")
     raise ValueError(f"{v}: no config fits this model: " + " | ".join(errors))
 
-def attach_peft(model, v, args, calib=None):
+def move_off_init(model, std=1e-3):
+    "Add seeded noise (std `std`) to every trainable tensor of `model`'s adapter, in place."
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad: p.add_(std * torch.randn(p.shape, generator=g).to(p.dtype))
+
+def attach_peft(model, v, args, calib=None, moved=False):
     "PEFT's side of v: lora_lite's adapter written by `ll.to_peft`, detached, loaded by `PeftModel.from_pretrained` (trainable)."
     import tempfile, lora_lite as ll, peft
-    which, cfg = attach_ll(model, v, args, calib)
+    which, cfg = attach_ll(model, v, args, calib, moved)
     with tempfile.TemporaryDirectory() as d:
         ll.to_peft(model, Path(d) / "peft")
         ll.detach(model)
@@ -352,9 +363,9 @@ def decode_attach(key, base, calib, args):
     PEFT's rows get their own."""
     if key == "base": return copy.deepcopy(base)
     lib, v = key.split(":")
-    if lib == "peft": return attach_peft(copy.deepcopy(base), v, args, calib)[0].eval()
+    if lib == "peft": return attach_peft(copy.deepcopy(base), v, args, calib, moved=True)[0].eval()
     m = copy.deepcopy(base, {id(p): p for p in base.parameters()})
-    attach_ll(m, v, args, calib)
+    attach_ll(m, v, args, calib, moved=True)
     return m.eval()
 
 def decode_keys(args):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from .weights import dense_weight, _is_bnb, _is_conv1d, _is_quantized, _merge_dtype, _numel
 from .shared import SHARED
-from .attach import ADAPTER, adapter_layers, adapter_config
+from .attach import ADAPTER, adapter_layers, adapter_config, hooks_lifted
 from .adapter_file import full_adapter_state  # noqa: F401 (re-exported: FSDP scripts import it from deploy)
 
 # %% auto #0
@@ -94,9 +94,10 @@ def disabled(model:nn.Module):
         for l, flag in zip(layers, before): l.enabled = flag
 
 # %% ../nbs/05_deploy.ipynb #a5764d2f
-def _merged_guard(watched:list, name:str, module, args):
-    "Pre-hook inside `merged`: refuse a forward that records autograd for tensors the merged weights stand in for."
-    if torch.is_grad_enabled() and any(t.requires_grad for t in watched):
+def _merged_guard(watched:dict, module, args):
+    "Pre-hook on the model inside `merged`: refuse a forward that records autograd for tensors the merged weights stand in for."
+    if not torch.is_grad_enabled(): return                           # generate, no_grad, inference_mode: one check, done
+    if name := next((n for n, ts in watched.items() if any(t.requires_grad for t in ts)), None):
         raise RuntimeError(f"ll.merged: a forward with autograd on through {name}, whose adapter is trainable: the merged "
                            "weights are constants, so the adapter would get no gradient. Generate inside the block "
                            "(generate runs under no_grad), wrap other forwards in torch.no_grad(), and train outside it.")
@@ -138,19 +139,20 @@ def merged(model:nn.Module):
     new = _merged_weights(model, layers)                             # every refusal happens here, before any change
     mods = {n: model.get_submodule(n) for n in new}
     old = {n: (m._parameters["weight"], m._parameters.get("bias", None), "bias" in m._parameters) for n, m in mods.items()}
-    handles = []
+    shared = list(model.get_submodule(SHARED).parameters()) if hasattr(model, SHARED) else []   # VB-LoRA, UniLoRA, ...
+    watched = {n: [*layers[n].parameters(), *shared, old[n][0], *([old[n][1]] if new[n][1] is not None and old[n][1] is not None else [])]
+               for n in mods}
+    guard = model.register_forward_pre_hook(partial(_merged_guard, watched))   # one check per model call, not per layer
     try:
         for n, m in mods.items():
             W, b = new[n]
-            watched = [*layers[n].parameters(), old[n][0], *([old[n][1]] if b is not None and old[n][1] is not None else [])]
             m._parameters["weight"] = nn.Parameter(W, requires_grad=False)
             if b is not None: m._parameters["bias"] = nn.Parameter(b, requires_grad=False)
             layers[n].enabled = False
-            handles.append(m.register_forward_pre_hook(partial(_merged_guard, watched, n)))
         setattr(model, _MERGED, True)
-        yield model
+        with hooks_lifted([model.get_submodule(n) for n in layers]): yield model   # no hook left on any adapted layer
     finally:
-        for h in handles: h.remove()
+        guard.remove()
         for n, m in mods.items():
             w, b, had_bias = old[n]
             m._parameters["weight"] = w                              # the very objects that were there

@@ -64,6 +64,8 @@ def test_merged_equals_hooked_and_restores_exactly(name):
         for n in layers:   # every adapted layer holds a new weight tensor, not the original written
             assert m.get_submodule(n).weight is not params[f"{n}.weight"], f"{name}: {n} still holds its original weight"
         assert not any(l.enabled for l in layers.values()), f"{name}: hooks still on inside merged"
+        hooked = [n for n in layers if m.get_submodule(n)._forward_hooks or m.get_submodule(n)._forward_pre_hooks]
+        assert not hooked, f"{name}: {hooked[:2]} keep a hook inside merged (a hooked module leaves PyTorch's fast call path)"
     assert all(p is params[n] for n, p in m.named_parameters()), f"{name}: a Parameter object was replaced"
     assert_unchanged(m, snap, f"{name}: after merged")
     d = (inside - y).abs().max().item()
