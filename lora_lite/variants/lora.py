@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 import torch.nn.functional as F
-from ..core import RsLoRAConfig, Variant, register, cached_T, check_float, ORIGINAL
+from ..core import RsLoRAConfig, Variant, register, decoding, lowrank_update, check_float, ORIGINAL
 from ..helpers import init_lora, lora_to_peft, peft_key
 
 # %% auto #0
@@ -35,8 +35,11 @@ class LoRA(Variant):
     def init(self, module): init_lora(self.A, self.B)
 
     def forward(self, x, y):
+        if decoding(self): return lowrank_update(self, x, y, self.factors, reads=(self.A, self.B))   # eval, no grad: 3 ops
         x = F.dropout(x.to(self.A.dtype), self.cfg.dropout, self.training)
-        return (y + self.scale * (x @ self.A.T) @ cached_T(self, self.B, "Bt")).to(y.dtype)   # (..., d_out); Bᵀ row-major when decoding
+        return (y + self.scale * (x @ self.A.T) @ self.B.T).to(y.dtype)   # (..., d_out)
+
+    def factors(self): return self.A.T.contiguous(), (self.scale * self.B).T.contiguous()   # Aᵀ (d_in, r), (sB)ᵀ (r, d_out)
 
     def delta_weight(self, module): return self.scale * self.B @ self.A   # (d_out, d_in)
 
