@@ -48,10 +48,10 @@ def find_targets(model:nn.Module, cfg:AdapterConfig) -> list:
 
 # %% ../nbs/01_attach.ipynb #d4c20ecb
 def _out_hook(module, args, y):
-    a = module.ll_adapter
+    a = module._modules[ADAPTER]                                        # not module.ll_adapter: nn.Module.__getattr__ is slow
     return a(args[0], y) if a.enabled else y
 def _in_hook(module, args):
-    a = module.ll_adapter
+    a = module._modules[ADAPTER]
     if not a.enabled: return None                                       # None: the input is left as it is
     return ((a.forward_input if a.hook == "both" else a)(args[0]),) + tuple(args[1:])
 
