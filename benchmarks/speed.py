@@ -490,11 +490,12 @@ def time_decode(args):
             "rows": rows, "failed": failed, "goals": decode_goals(rows)}
 
 def update_decode(path, d, variants):
-    """Replace, in the results file `path`, the decode rows (hooked, merged, PEFT) of `variants` by this run's `d` (after a
+    """Replace, in the results file `path`, the decode rows (hooked, merged, PEFT: those this run timed) of `variants` by this run's `d` (after a
     code change; the ratios are paired with the base within each run, so rows of two runs compare); meta.updated says so."""
     old = json.loads(Path(path).read_text())
     dec = old["decode"]
-    for k in [k for k in dec["rows"] if k.split(":")[1] in variants]: del dec["rows"][k]
+    kinds = {k.split(":")[0] for k in d["rows"]}                      # a --no-peft run keeps the PEFT rows it didn't time
+    for k in [k for k in dec["rows"] if k.split(":")[1] in variants and k.split(":")[0] in kinds]: del dec["rows"][k]
     dec["rows"].update({k: r for k, r in d["rows"].items() if k.split(":")[1] in variants})
     dec["failed"] = {**{k: e for k, e in dec["failed"].items() if k.split(":")[1] not in variants}, **d["failed"]}
     dec["goals"] = decode_goals(dec["rows"])
