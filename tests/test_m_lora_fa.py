@@ -8,6 +8,7 @@ from conftest import train_steps, logits
 
 peft = pytest.importorskip("peft")
 import peft.optimizers.lorafa as lorafa
+from conftest import perturb_adapter
 QV = ["q_proj", "v_proj"]
 KW = dict(r=4, alpha=8, rank_pattern={"v_proj": 2}, alpha_pattern={"v_proj": 6})   # per-layer scales: 2 on q, 3 on v
 
@@ -143,3 +144,19 @@ def test_compiles_fullgraph_and_matches_eager(ids):
         y1, g1 = run(compiled)
         torch.testing.assert_close(y1, y0, atol=1e-5, rtol=1e-4)
         for k in g0: torch.testing.assert_close(g1[k], g0[k], atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decode_form_equals_training_form(dtype):
+    "Eval without autograd runs the decode form (cached factors, 3 ops a token): it equals the training form, fp32 and on a bf16 base with an fp32 adapter (to one bf16 rounding)."
+    model = tiny_qwen3().to(dtype)
+    ll.attach(model, ll.get_config("lora_fa", **{**ll.variant_class("lora_fa").example, "dtype": torch.float32}))
+    perturb_adapter(model, std=0.2)
+    g = torch.Generator().manual_seed(0)
+    for n, l in ll.adapter_layers(model).items():
+        x = torch.randn(2, 5, l.d_in, generator=g).to(dtype)
+        with torch.no_grad(): y = model.get_submodule(n).forward(x)      # the base layer alone (hooks skipped)
+        with torch.no_grad(): assert ll.decoding(l); dec = l(x, y)         # eval, no gradient wanted: the decode form
+        train = l(x, y).detach()                                           # autograd on: the training form
+        assert ll.decoding(l) is False and dec.dtype == dtype
+        torch.testing.assert_close(dec, train, rtol=1e-5 if dtype == torch.float32 else 2**-8, atol=1e-5)

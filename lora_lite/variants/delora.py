@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 import torch
 import torch.nn.functional as F
-from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_float, ORIGINAL
+from ..core import AdapterConfig, Variant, register, dense_weight, cached, decoding, lowrank_update, check_float, ORIGINAL
 from ..helpers import init_lora, peft_key
 
 # %% auto #0
@@ -65,6 +65,8 @@ class DeLoRA(Variant):
         return self.A * self.w, (self.B.to(g.dtype) * g).to(self.B.dtype)
 
     def forward(self, x, y):
+        if decoding(self): return lowrank_update(self, x, y, lambda: tuple(M.T.contiguous() for M in self.factors()),
+                                                 reads=(self.A, self.B, self.lam, self.w))   # eval, no grad: 3 ops
         Aw, Bg = cached(self, "factors", self.factors)   # parameter-only: once per change when decoding
         x = F.dropout(x.to(self.A.dtype), self.cfg.dropout, self.training)
         return (y + (x @ Aw.T) @ Bg.T).to(y.dtype)       # (..., d_out)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 import torch
-from ..core import RsLoRAConfig, Variant, register, cached_T, dense_weight, cached, ORIGINAL
+from ..core import RsLoRAConfig, Variant, register, cached_T, dense_weight, cached, decoding, ORIGINAL
 from ..helpers import init_lora, lora_to_peft
 from .lora import lora_peft_config, lora_tensors
 
@@ -73,7 +73,23 @@ class DoRA(Variant):
         WAt, b = self.base_pass(dtype)
         return self.m / self.weight_norm(WAt), b
 
+    def decode_factors(self, dtype) -> tuple:
+        "(Aᵀ (d_in, r), (s·g⊙B)ᵀ (r, d_out), g, (1 − g)⊙b or None): y' = g⊙y + (1 − g)⊙b + (xAᵀ)(s·g⊙B)ᵀ, row-major."
+        g, b = self.row_gain(dtype)
+        c = None if getattr(self._base, "bias", None) is None else (1 - g) * b
+        return self.A.T.contiguous(), (self.scale * g[:, None] * self.B).T.contiguous(), g, c
+
+    def decode(self, x, y):
+        "Eval, no gradient: g⊙y (+ c) + (xAᵀ)Qᵀ, every parameter-only piece in one cached tuple: 3 ops (4 with a bias)."
+        Pt, Qt, g, c = cached(self, f"decode_{x.dtype}", lambda: self.decode_factors(x.dtype))
+        if x.dtype == y.dtype == Pt.dtype:
+            z = (x @ Pt) @ Qt                                                 # (..., d_out)
+            return torch.addcmul(z if c is None else z + c, y, g)             # z (+ c) + y⊙g
+        z = (x.to(Pt.dtype) @ Pt) @ Qt                                        # a bf16 base, fp32 adapter: sum in fp32, as in training
+        return torch.addcmul(z if c is None else z + c, y.to(Pt.dtype), g).to(y.dtype)
+
     def forward(self, x, y):
+        if decoding(self): return self.decode(x, y)
         g, b = cached(self, f"gain_{x.dtype}", lambda: self.row_gain(x.dtype))   # reused while decoding
         x = x.to(self.A.dtype)
         h = y.to(self.A.dtype) + self.scale * (x @ self.A.T) @ cached_T(self, self.B, "Bt")   # (..., d_out) = xWᵀ + b + s·xAᵀBᵀ

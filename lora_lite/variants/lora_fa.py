@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 import torch
 import torch.nn.functional as F
-from ..core import register, grad_wanted, cached_T
+from ..core import register, grad_wanted, cached_T, decoding, lowrank_update
 from .lora import LoRAConfig, LoRA
 
 # %% auto #0
@@ -55,6 +55,7 @@ class LoRAFA(LoRA):
         return hit[1]
 
     def forward(self, x, y):
+        if decoding(self): return lowrank_update(self, x, y, self.factors, reads=(self.A, self.B))   # LoRA's: Aᵀ, (sB)ᵀ cached, 3 ops
         x = F.dropout(x.to(self.A.dtype), self.cfg.dropout, self.training)
         Bt = Precondition.apply(self.B, self.preconditioner()).T if grad_wanted(self) else cached_T(self, self.B, "Bt")
         return (y + self.scale * (x @ self.A.T) @ Bt).to(y.dtype)   # (..., d_out)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 import torch
 from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_int, check_bool, cached_T
+from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_int, check_bool, cached_T, decoding, lowrank_update
 from ..helpers import peft_key
 
 # %% auto #0
@@ -75,7 +75,10 @@ class Peanut(Variant):
         for D, h in zip(self.dec if self.cfg.depth else (), reversed(skips)): H = act(D @ H) + h
         return H
 
+    def factors(self): return self.tweak().T.contiguous(), (self.scale * self.B).T.contiguous()   # G₀ᵀ (d_in, r), (sB)ᵀ (r, d_out)
+
     def forward(self, x, y):
+        if decoding(self): return lowrank_update(self, x, y, self.factors)   # eval, no grad: 3 ops (reads: the tweaker and W)
         G = cached(self, "G", self.tweak)                                # (r, d_in); kept between decode steps
         return (y + self.scale * (x.to(G.dtype) @ G.T) @ cached_T(self, self.B, "Bt")).to(y.dtype)   # (..., d_out)
 

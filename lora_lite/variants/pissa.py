@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
-from ..core import RsLoRAConfig, Variant, register, grad_wanted, dense_weight, cached, check_int, ORIGINAL
+from ..core import RsLoRAConfig, Variant, register, grad_wanted, dense_weight, cached, decoding, lowrank_update, check_int, ORIGINAL
 from ..helpers import check_rank, top_svd, lora_to_peft
 
 # %% auto #0
@@ -53,7 +53,13 @@ class PiSSA(Variant):
         T = (lambda M: M.T) if grad_wanted(self) else (lambda M: M.T.contiguous())   # a one-token product reads Bᵀ row-major faster
         return torch.cat([self.A, self.A0]), T(self.scale * self.B), T(self.scale * self.B0)
 
+    def decode_factors(self) -> tuple:
+        "([A − A0; A0]ᵀ (d_in, 2r), [sB, s(B − B0)]ᵀ (2r, d_out)): s(BA − B0A0) as one rank-2r pair, exactly 0 at init."
+        P, Q = torch.cat([self.A - self.A0, self.A0]), self.scale * torch.cat([self.B, self.B - self.B0], 1)
+        return P.T.contiguous(), Q.T.contiguous()
+
     def forward(self, x, y):
+        if decoding(self): return lowrank_update(self, x, y, self.decode_factors, reads=(self.A, self.B, self.A0, self.B0))   # 3 ops
         A2, sBt, sB0t = cached(self, "factors", self.factors)           # once per change when decoding: one check per token
         z, z0 = (x.to(A2.dtype) @ A2.T).split(self.r, -1)               # (..., r) each
         return (y + (z @ sBt - z0 @ sB0t)).to(y.dtype)                  # equal products at init: exactly y

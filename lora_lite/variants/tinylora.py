@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Union
 import torch
 import torch.nn.functional as F
-from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool, dense_weight, cached, grad_wanted
+from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool, dense_weight, cached, grad_wanted, decoding, lowrank_update
 from ..shared import SHARED
 from ..helpers import peft_key
 
@@ -94,6 +94,7 @@ class TinyLora(Variant):
     def R(self): return torch.einsum("i,ijk->jk", self.shared.v[self.group], self.P)   # (r, r) = Σᵢ vᵢPᵢ
 
     def forward(self, x, y):
+        if decoding(self): return lowrank_update(self, x, y, lambda: ((self.R() @ self.A).T.contiguous(), self.B.T.contiguous()))   # (RA)ᵀ, Bᵀ: 3 ops
         x = F.dropout(x.to(self.A.dtype), self.cfg.tinylora_dropout, self.training)
         if grad_wanted(self):   # training: xAᵀ first, so autograd keeps the (..., r) product for v's gradient, not x
             return (y + F.linear(F.linear(F.linear(x, self.A), self.R()), self.B)).to(y.dtype)

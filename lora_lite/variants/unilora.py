@@ -10,7 +10,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool, cached
+from ..core import AdapterConfig, Variant, register, check_int, check_float, check_bool, cached, decoding, lowrank_update
 from ..shared import SHARED
 from ..helpers import peft_key
 
@@ -93,6 +93,7 @@ class UniLora(Variant):
         return t[self.idx_A], t[self.idx_B]
 
     def forward(self, x, y):
+        if decoding(self): return lowrank_update(self, x, y, lambda: tuple(M.T.contiguous() for M in self.factors()))   # Aᵀ, Bᵀ: 3 ops
         A, B = cached(self, "AB", self.factors)                # training: every forward; decoding: once
         x = F.dropout(x.to(A.dtype), self.cfg.unilora_dropout, self.training)
         return (y + F.linear(F.linear(x, A), B)).to(y.dtype)

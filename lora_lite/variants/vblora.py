@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 import torch
 import torch.nn.functional as F
-from ..core import AdapterConfig, Variant, register, cached, check_int, check_float, check_bool
+from ..core import AdapterConfig, Variant, register, cached, decoding, lowrank_update, check_int, check_float, check_bool
 from ..helpers import peft_key
 
 # %% auto #0
@@ -84,6 +84,7 @@ class VBLoRA(Variant):
         return A, B
 
     def forward(self, x, y):
+        if decoding(self): return lowrank_update(self, x, y, lambda: tuple(M.T.contiguous() for M in self.factors()))   # Aᵀ, Bᵀ: 3 ops
         A, B = cached(self, "factors", self.factors)         # parameter-only: assembled once per change when decoding
         x = F.dropout(x.to(A.dtype), self.cfg.vblora_dropout, self.training)
         return (y + (x @ A.T) @ B.T).to(y.dtype)              # (..., d_out)
