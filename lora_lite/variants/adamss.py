@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
 from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_int, check_bool
+from ..core import AdapterConfig, Variant, register, dense_weight, cached, decoding, check_int, check_bool
 from ..helpers import peft_key
 
 # %% auto #0
@@ -109,7 +109,16 @@ class Adamss(Variant):
         "(A V_Rᵀ (K·r_k, d_in), A c (K·r_k,), M (K·r_k, d_out)): the layer as one rank-K·r_k product."
         A = self.A.reshape(-1, self.R); return A @ self.V, A @ self.c, self.mix()   # A: (K·r_k, R)
 
+    def decode_factors(self) -> tuple:
+        "((A V_Rᵀ)ᵀ (d_in, K·r_k), M (K·r_k, d_out), (A c)M (d_out,) or None without a bias): row-major, for decoding."
+        D, e, M = self.factors(); return D.T.contiguous(), M, (e @ M if self.c.any() else None)
+
     def forward(self, x, y):
+        if decoding(self):                                                              # eval, no grad: 3 ops (4 with a bias)
+            Dt, M, b = cached(self, "decode", self.decode_factors, (self.A, self.B, self.V, self.c, self.g))
+            z = ((x if x.dtype == Dt.dtype else x.to(Dt.dtype)) @ Dt) @ M              # (..., d_out)
+            out = y + z if b is None else y + z + b
+            return out if out.dtype == y.dtype else out.to(y.dtype)                    # a bf16 base: summed in fp32
         D, e, M = cached(self, "factors", self.factors); return (y + (x.to(D.dtype) @ D.T + e) @ M).to(y.dtype)        # (..., K·r_k) -> (..., d_out)
 
     def delta_weight(self, module): D, _, M = self.factors(); return M.T @ D          # (d_out, d_in)

@@ -79,22 +79,24 @@ class Deft(Variant):
         rho = self.project()[1]
         self.R.copy_(rho.T @ dense_weight(module) / self.scale)            # sR = ρᵀW: ΔW = 0
 
-    def inference_factors(self) -> tuple:
-        "(Q, ρ, sR or None, bρ or None) in fp32: everything of the inference form that is not the token's."
+    def decode_factors(self) -> tuple:
+        "([sRᵀ; −ρ] (d_in + d_out, r) (PaRa: −ρ), Qᵀ (r, d_out), bρQᵀ (d_out,) or None) in fp32, row-major: all that is not the token's."
         Q, rho = self.project()
+        P = -rho if self.cfg.para else torch.cat([self.scale * self.R.float().T, -rho])
         b = getattr(self._base, "bias", None)
-        return Q, rho, None if self.cfg.para else self.scale * self.R.float(), None if b is None else b.float() @ rho
+        return P.contiguous(), Q.T.contiguous(), None if b is None else b.float() @ rho @ Q.T
 
     def forward(self, x, y):
         base = getattr(self, "_base", None)
         if base is None: raise RuntimeError("DeFT layer is not bound to a base layer: attach it with ll.attach / ll.load.")
-        y32 = y.float()
         if not grad_wanted(self) and not (self.training and self.cfg.deft_dropout):   # inference: one pass through Q
-            Q, rho, sR, b_rho = cached(self, "inference", self.inference_factors)
-            z = y32 @ rho if b_rho is None else y32 @ rho - b_rho                     # (..., r) = (y − b)ρ
-            if sR is not None: z = F.linear(x.float(), sR) - z                        # s·xRᵀ − (y − b)ρ
-            else: z = -z
-            return (y32 + z @ Q.T).to(y.dtype)
+            b = getattr(base, "bias", None)                                           # reads: P, R and the bias
+            P, Qt, c = cached(self, "decode", self.decode_factors, (*self._parameters.values(), *(() if b is None else (b,))))
+            h = y if self.cfg.para else torch.cat([x, y], -1)                         # (..., d_in + d_out): [x, y]
+            z = ((h if h.dtype == P.dtype else h.to(P.dtype)) @ P) @ Qt               # (..., d_out): [sxRᵀ − yρ]Qᵀ
+            out = y + z if c is None else y + z + c                                   # + bρQᵀ
+            return out if out.dtype == y.dtype else out.to(y.dtype)                   # a bf16 base: summed in fp32
+        y32 = y.float()
         Q, rho = self.project()
         b = getattr(base, "bias", None)
         out = y32 - ((y32 if b is None else y32 - b.float()) @ rho) @ Q.T     # (..., d_out): remove (xWᵀ)ρQᵀ

@@ -10,7 +10,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register, cached, grad_wanted, check_int, check_float, check_bool
+from ..core import AdapterConfig, Variant, register, cached, grad_wanted, lowrank_update, check_int, check_float, check_bool
 from ..helpers import peft_key
 
 # %% auto #0
@@ -84,15 +84,14 @@ class Gralora(Variant):
         return P, Q
 
     def decode_factors(self) -> tuple:
-        "(P, s·Q): `factors` with the scale folded in, for decoding (parameter-only)."
+        "(P, s·Q): `factors` with the scale folded in, row-major, for decoding (parameter-only)."
         P, Q = self.factors()
-        return P, self.scale * Q
+        return P.contiguous(), (self.scale * Q).contiguous()
 
     def forward(self, x, y):
         k, t = self.cfg.gralora_k, self.r // self.cfg.gralora_k
         if x.numel() <= 16 * self.d_in and not (self.training and self.cfg.gralora_dropout) and not grad_wanted(self):
-            P, sQ = cached(self, "PQ", self.decode_factors)                       # decoding: 2 matmuls
-            return (y + (x.to(P.dtype) @ P) @ sQ).to(y.dtype)
+            return lowrank_update(self, x, y, self.decode_factors, "PQ", tuple(self._parameters.values()))   # y + (xP)(sQ): 3 ops
         x = F.dropout(x.to(self.A.dtype), self.cfg.gralora_dropout, self.training)
         u = torch.einsum("...ni,nir->...nr", x.unflatten(-1, (k, -1)), self.A)   # (..., k_in, r): x_n A_n
         u = u.unflatten(-1, (k, t)).transpose(-3, -2).flatten(-2)               # (..., k_out, r): group j of every x_n A_n

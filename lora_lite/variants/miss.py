@@ -10,7 +10,7 @@ from typing import ClassVar, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register, check_int, check_float, dense_weight, cached
+from ..core import AdapterConfig, Variant, register, check_int, check_float, dense_weight, cached, decoding
 from ..helpers import peft_key
 
 # %% auto #0
@@ -86,7 +86,13 @@ class Miss(Variant):
         return (torch.einsum("iajb,ibc->iajc", Wb, self.B) + self.B[:, :, None]).reshape(self.d_out, self.d_in)
 
     def forward(self, x, y):
-        if self.bat(): return (y + F.linear(x.to(self.B.dtype), cached(self, "dW", self.bat_delta))).to(y.dtype)
+        if self.bat():
+            dW = cached(self, "dW", self.bat_delta)                             # (d_out, d_in), reads W and B
+            if x.dtype == dW.dtype == y.dtype: return y + F.linear(x, dW)      # 2 ops
+            return (y + F.linear(x.to(dW.dtype), dW)).to(y.dtype)
+        if decoding(self) and not self.mini() and self.d_in % self.r == 0:      # eval, no grad: the shard sum, B, the add: 4 ops
+            out = y + (x if x.dtype == self.B.dtype else x.to(self.B.dtype)).unflatten(-1, (-1, self.r)).sum(-2) @ self.B
+            return out if out.dtype == y.dtype else out.to(y.dtype)
         x = x.to(self.B.dtype)
         if self.training: x = F.dropout(x, self.cfg.miss_dropout, True)       # (no call at all at inference)
         z = self.shard_sum(x) @ self.B                                          # (..., d_out) or (..., mini_r)

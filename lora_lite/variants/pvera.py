@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
 import torch.nn.functional as F
-from ..core import AdapterConfig, register, check_int, check_float, check_bool
+from ..core import AdapterConfig, register, check_int, check_float, check_bool, decoding, lowrank_update
 from .vera import Vera
 from ..helpers import peft_key
 
@@ -69,7 +69,14 @@ class Pvera(Vera):
         if "_gen" not in self.__dict__: object.__setattr__(self, "_gen", torch.Generator().manual_seed(self.cfg.generator_seed))
         return mu + torch.randn(std.shape, dtype=std.dtype, generator=self._gen).to(std.device) * std
 
+    def decode_factors(self) -> tuple:
+        "((λ_d,:r ⊙ A_:r)ᵀ (d_in, r), (λ_b ⊙ B)ᵀ (r, d_out)): the mean's two factors, row-major (parameter-only)."
+        return (self.lambda_d[:self.r, None] * self.A[:self.r]).T.contiguous(), (self.lambda_b[:, None] * self.B).T.contiguous()
+    def decode_reads(self): return self.r * (self.d_in + self.d_out)   # the folded factors: λ_d into A_:r, λ_b into B
+
     def forward(self, x, y):
+        if decoding(self) and not self.cfg.sample_at_inference:   # eval, no grad, z = μ: y + (x P)Q, 3 ops
+            return lowrank_update(self, x, y, self.decode_factors, reads=(self.lambda_d, self.lambda_b, self.shared.A, self.shared.B))
         x = x.to(self.lambda_d.dtype)
         if self.training and self.cfg.pvera_dropout: x = F.dropout(x, self.cfg.pvera_dropout)
         if not (self.training or self.cfg.sample_at_inference):   # z = μ: only the first halves of λ_d and 𝒜 are read

@@ -90,7 +90,11 @@ class WaveFT(FourierFT):
 
     def forward(self, x, y):
         if not grad_wanted(self):                                                # inference: one sparse product, ≤ 4n MACs/token
-            d = cached(self, "csr", self.csr) @ x.reshape(-1, self.d_in).float().T    # (d_out, T)
+            S = cached(self, "csr", self.csr, (self.spectrum, self.idx))           # ΔW (d_out, d_in), CSR, fp32
+            if x.numel() == self.d_in:                                           # one token: y + ΔW x, 3 ops
+                out = y + torch.mv(S, x.reshape(-1) if x.dtype == S.dtype else x.reshape(-1).to(S.dtype))
+                return out if out.dtype == y.dtype else out.to(y.dtype)
+            d = S @ x.reshape(-1, self.d_in).float().T                           # (d_out, T)
             return (y + d.T.reshape(y.shape)).to(y.dtype)
         if self.d_in * self.d_out <= DENSE_BELOW * self.r: return (y + F.linear(x.float(), self.delta_weight(None))).to(y.dtype)
         c = self.spectrum.float() * self.scale                                   # (n,)
