@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['check_rank', 'init_lora', 'top_svd', 'low_rank', 'peft_key', 'lora_to_peft', 'peft_matches', 'atomic_write',
-           'tiny_qwen3', 'hub_file']
+__all__ = ['check_rank', 'init_lora', 'top_svd', 'low_rank', 'SparseProduct', 'peft_key', 'lora_to_peft', 'peft_matches',
+           'atomic_write', 'tiny_qwen3', 'hub_file']
 
 # %% ../nbs/04_helpers.ipynb #fd28c89e
 def check_rank(cfg, r:int, d_in:int, d_out:int, name:str):
@@ -41,6 +41,23 @@ def low_rank(M:torch.Tensor, r:int, name:str="") -> tuple:
                          "as a rank-r LoRA; the variant needs its own peft_export.")
     root = S[:r].sqrt()
     return (root[:, None] * Vh[:r]).float(), (U[:, :r] * root).float()
+
+# %% ../nbs/04_helpers.ipynb #5e0a11d2
+def _scatter(s, row, col, shape): return s.new_zeros(shape).index_put((row, col), s)   # dense S: the values s at (row, col)
+class SparseProduct(torch.autograd.Function):
+    "z Sᵀ (..., d_out) for z (..., d_in), S (d_out, d_in) the values s at (row, col): S built again in the backward, never kept."
+    @staticmethod
+    def forward(ctx, z, s, row, col, d_out:int):
+        "One row (a decoded token): nnz multiply-adds and no dense S; more rows: S built, one dense product."
+        ctx.save_for_backward(z, s, row, col); ctx.d_out = d_out
+        if z.numel() == z.shape[-1]: return z.new_zeros(*z.shape[:-1], d_out).index_add_(-1, row, z[..., col] * s)
+        return z @ _scatter(s, row, col, (d_out, z.shape[-1])).T
+    @staticmethod
+    def backward(ctx, g):
+        "∂z = g S (when wanted), ∂s_k = (gᵀz)[r_k, c_k]."
+        z, s, row, col = ctx.saved_tensors
+        gz = g @ _scatter(s, row, col, (ctx.d_out, z.shape[-1])) if ctx.needs_input_grad[0] else None
+        return gz, (g.reshape(-1, g.shape[-1]).T @ z.reshape(-1, z.shape[-1]))[row, col], None, None, None
 
 # %% ../nbs/04_helpers.ipynb #5d294020
 def peft_key(name:str, tensor:str) -> str:

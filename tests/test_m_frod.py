@@ -125,12 +125,12 @@ def test_bad_inputs():
 
 def test_decode_over_cache_budget(monkeypatch):
     """One-token decode keeps A while the cache budget holds it; past the budget it takes the factored route (A never formed
-    per token), and `decode_reads` names the form in use."""
+    per token, the route decided once per cache fill), and `decode_reads` names the form in use."""
     from lora_lite import cache
     m = realistic_qwen3(n_layers=2); ll.attach(m, FrodConfig(sparse_rate=0.05)); _perturb(m); m.eval()
     layers = list(ll.adapter_layers(m).values())
     calls = []
-    for l in layers: object.__setattr__(l, "transform", (lambda l, t: lambda *a: calls.append(l) or t(*a))(l, l.transform))
+    for l in layers: object.__setattr__(l, "transform", (lambda l, t: lambda *a, **k: calls.append(l) or t(*a, **k))(l, l.transform))
     x = torch.randint(0, 128, (1, 1))
     with torch.no_grad(): want = m(x).logits                        # one token, every A kept (the budget holds them all)
     keep_one = layers[0].d_in ** 2 * 4
@@ -139,5 +139,9 @@ def test_decode_over_cache_budget(monkeypatch):
     with torch.no_grad(): got = [m(x).logits for _ in range(3)]
     assert len(calls) == 1                                          # the first layer's A, formed once; the others none per token
     assert all((g - want).abs().max() <= TOL for g in got)
+    sums = []                                                       # past the budget a token reuses the fill's decision:
+    monkeypatch.setattr(cache, "cache_bytes", (lambda f: lambda: sums.append(1) or f())(cache.cache_bytes))
+    with torch.no_grad(): m(x)
+    assert sums == []                                               # no sum over every cache entry per layer per token
     d = layers[0].d_in
     assert [l.decode_reads() for l in layers] == [d * d] + [2 * d * d + 2 * d + 3 * l.s.numel() for l in layers[1:]]
