@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
 from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_int, check_float
+from ..core import AdapterConfig, Variant, register, dense_weight, cached, decoding, check_int, check_float
 from ..helpers import peft_key
 
 # %% auto #0
@@ -114,6 +114,12 @@ class BOFT(Variant):
 
     def forward_input(self, x):
         "The pre-hook: x ↦ x M (the base layer then computes (x M) Wᵀ + b)."
+        if decoding(self) and self.K.shape[0] == 1:                              # eval, no grad, M block-diagonal: one token is 3 ops
+            R = cached(self, "R0", lambda: self.rotation()[0], reads=(self.K,))  # (n, b, b)
+            xs, (n, b) = (x if x.dtype == R.dtype else x.to(R.dtype)), self.nb
+            if x.numel() == self.d_in: xr = torch.bmm(xs.reshape(n, 1, b), R)  # (n, 1, b)
+            else: xr = torch.bmm(xs.reshape(-1, n, b).transpose(0, 1), R).transpose(0, 1)
+            return xr.reshape(x.shape) if xr.dtype == x.dtype else xr.reshape(x.shape).to(x.dtype)
         R = cached(self, "R", self.rotation)                                     # (m, n, b, b)
         if self.training and self.cfg.boft_dropout > 0: R = self.dropout(R)
         return self.rotate(x.to(R.dtype), R).to(x.dtype)
@@ -121,6 +127,9 @@ class BOFT(Variant):
     def forward(self, x, y):
         "The output hook: y' = s ⊙ (y − b) + b on the base output y of the rotated input."
         b = getattr(self._base, "bias", None)
+        if decoding(self) and y.dtype == self.s.dtype:                           # eval, no grad: one op, s ⊙ y + (1 − s) ⊙ b
+            if b is None: return y * self.s
+            return torch.addcmul(cached(self, "c", lambda: (1 - self.s) * b.to(self.s.dtype), reads=(self.s, b)), y, self.s)
         z = y.to(self.s.dtype) if b is None else y.to(self.s.dtype) - b
         z = z * self.s
         return (z if b is None else z + b).to(y.dtype)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
 from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_int, check_float, check_bool
+from ..core import AdapterConfig, Variant, register, dense_weight, cached, decoding, check_int, check_float, check_bool
 from ..helpers import peft_key
 
 # %% auto #0
@@ -117,12 +117,22 @@ class OFT(Variant):
         return cayley(skew(q, self.b), self.cfg.use_cayley_neumann, self.cfg.num_cayley_neumann_terms)
 
     def forward(self, x):
+        if decoding(self): return self.decode(x)                                      # eval, no grad: the cached rotation
         if self.cfg.coft and torch.is_grad_enabled() and self.q.requires_grad:
             with torch.no_grad(): self.q.copy_(coft_project(self.q, self.cfg.eps))   # PEFT's projected step, kept in q
         R = cached(self, "R", self.rotation)                                          # (m, b, b)
         xs = x.to(R.dtype).reshape(-1, self.n, self.b)                                # (T, n, b)
         xr = xs @ R[0] if self.cfg.block_share else torch.bmm(xs.transpose(0, 1), R).transpose(0, 1)   # block k: x_k R_k
         return xr.reshape(x.shape).to(x.dtype)                                        # (..., d_in), fed to the base layer
+
+    def decode(self, x):
+        "x diag(R_k) with R cached (R_0 alone with `block_share`): one token is a view, one batched product, a view."
+        R = cached(self, "decode", lambda: self.rotation()[0] if self.cfg.block_share else self.rotation(), reads=(self.q,))
+        xs = x if x.dtype == R.dtype else x.to(R.dtype)
+        if R.dim() == 2: xr = xs.reshape(-1, self.b) @ R                              # one shared block (b, b)
+        elif x.numel() == self.d_in: xr = torch.bmm(xs.reshape(self.n, 1, self.b), R) # one token: (n, 1, b)
+        else: xr = torch.bmm(xs.reshape(-1, self.n, self.b).transpose(0, 1), R).transpose(0, 1)
+        return xr.reshape(x.shape) if xr.dtype == x.dtype else xr.reshape(x.shape).to(x.dtype)
 
     def delta_weight(self, module):
         M = self(torch.eye(self.d_in, dtype=self.q.dtype, device=self.q.device)).float()   # rows e_i M: M = diag(R_k)
