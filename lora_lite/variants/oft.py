@@ -112,11 +112,11 @@ class OFT(Variant):
             raise ValueError(f"OFTConfig: r={k} makes blocks of size 1 on {name} (d_in={d_in}), which cannot rotate; use r <= {d_in // 2}.")
 
     def init(self, module): nn.init.zeros_(self.q)  # Q = 0, R = I: starts at the base model
+    def decode_reads(self) -> int: return self.q.shape[0] * self.b ** 2   # the cached R: n blocks of b × b (one with block_share)
 
     def rotation(self) -> torch.Tensor:
         "R (m, b, b) from q; with COFT from q projected onto its ball (a value-only step, the gradient passes straight)."
-        q = self.q
-        if self.cfg.coft: q = coft_project(q.detach(), self.cfg.eps) + (q - q.detach())
+        q = coft_project(self.q.detach(), self.cfg.eps) + (self.q - self.q.detach()) if self.cfg.coft else self.q
         return cayley(skew(q, self.b), self.cfg.use_cayley_neumann, self.cfg.num_cayley_neumann_terms)
 
     def forward(self, x):
