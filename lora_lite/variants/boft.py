@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
 from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_int, check_float
+from ..core import AdapterConfig, Variant, register, dense_weight, cached, decoding, check_int, check_float
+from .oft import block_rotate
 from ..helpers import peft_key
 
 # %% auto #0
@@ -77,8 +78,7 @@ class BOFT(Variant):
     peft_type = "BOFT"
     example = dict(boft_block_size=8)   # a config that fits the 64-wide test models
 
-    @property
-    def nb(self) -> tuple: return boft_layout(self.cfg, self.d_in)
+    nb = property(lambda self: boft_layout(self.cfg, self.d_in), doc="(n blocks, b block size) of this layer.")
     def param_shapes(self):
         n, b = self.nb
         return {"K": (self.cfg.boft_n_butterfly_factor, n, b, b), "s": (self.d_out,)}
@@ -87,7 +87,6 @@ class BOFT(Variant):
     def check_layer(cls, cfg, d_in, d_out, name): boft_layout(cfg, d_in, name)
     def bind(self, module): object.__setattr__(self, "_base", module)   # plain reference: not a child, not saved
 
-    @torch.no_grad()
     def init(self, module): nn.init.zeros_(self.K); nn.init.ones_(self.s)   # R = I, s = 1: the base model
 
     def rotation(self) -> torch.Tensor: return cayley_exact(self.K)         # (m, n, b, b)
@@ -101,7 +100,7 @@ class BOFT(Variant):
         perms = cached(self, "perms", self.perms)
         for i in reversed(range(R.shape[0])):
             if i: x = x[..., perms[i - 1][1]]                                    # x P_i
-            x = torch.bmm(x.reshape(-1, *R.shape[1:3]).transpose(0, 1), R[i]).transpose(0, 1).reshape(x.shape)   # blocks x_k R_ik
+            x = block_rotate(x, R[i])                                            # blocks x_k R_ik
             if i: x = x[..., perms[i - 1][0]]                                    # · P_iᵀ
         return x
 
@@ -113,17 +112,18 @@ class BOFT(Variant):
         return (1 - mask) * R + mask * torch.eye(b, dtype=R.dtype, device=R.device)
 
     def forward_input(self, x):
-        "The pre-hook: x ↦ x M (the base layer then computes (x M) Wᵀ + b)."
+        "The pre-hook: x ↦ x M (the base layer then computes (x M) Wᵀ + b); decoding with m = 1: a view, one `bmm`, a view."
+        if decoding(self) and self.K.shape[0] == 1: return block_rotate(x, cached(self, "R0", lambda: self.rotation()[0], reads=(self.K,)))
         R = cached(self, "R", self.rotation)                                     # (m, n, b, b)
         if self.training and self.cfg.boft_dropout > 0: R = self.dropout(R)
         return self.rotate(x.to(R.dtype), R).to(x.dtype)
 
     def forward(self, x, y):
         "The output hook: y' = s ⊙ (y − b) + b on the base output y of the rotated input."
-        b = getattr(self._base, "bias", None)
-        z = y.to(self.s.dtype) if b is None else y.to(self.s.dtype) - b
-        z = z * self.s
-        return (z if b is None else z + b).to(y.dtype)
+        b, s = getattr(self._base, "bias", None), self.s
+        if b is None: return y * s if y.dtype == s.dtype else (y.to(s.dtype) * s).to(y.dtype)   # one op
+        if decoding(self) and y.dtype == s.dtype: return torch.addcmul(cached(self, "c", lambda: (1 - s) * b.to(s.dtype), reads=(s, b)), y, s)
+        return ((y.to(s.dtype) - b) * s + b).to(y.dtype)                         # decoding: s ⊙ y + (1 − s) ⊙ b, one op
 
     def delta_weight(self, module):
         M = self.rotate(torch.eye(self.d_in, dtype=self.K.dtype, device=self.K.device), self.rotation()).float()   # rows e_i M

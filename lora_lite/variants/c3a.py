@@ -53,18 +53,19 @@ def block_corr(x, K, b):
 
 @lru_cache(maxsize=16)
 def dft_mats(b, dtype, device):
-    "(F (2f, b), G (b, 4f)), f = b//2+1: F x = [Re, Im] of rfft(x) per frequency; G maps `one_token`'s products (f, c, a) to irfft."
+    "(Fᵀ (b, 2f), Gᵀ (4f, b)), f = b//2+1: x Fᵀ = [Re, Im] of rfft(x) per frequency; Gᵀ maps `one_token`'s products (f, c, a) to irfft."
     with torch.inference_mode(False):                                           # normal tensors (autograd may go through them)
         k, t = torch.arange(b // 2 + 1, dtype=torch.float64)[:, None], torch.arange(b, dtype=torch.float64)
         C, S, w = (2 * math.pi / b * k * t).cos(), (2 * math.pi / b * k * t).sin(), torch.where((k == 0) | (2 * k == b), 1.0, 2.0) / b
         G = torch.stack([w * C, -w * S, -w * S, -w * C], 1).flatten(0, 1)      # (c, a): (Re x, Re K̄)→Re Z, (Re, Im), (Im, Re)→Im Z, (Im, Im)→-Re Z
-        return torch.stack([C, -S], 1).flatten(0, 1).to(device, dtype), G.T.contiguous().to(device, dtype)   # w: irfft counts inner frequencies twice
+        return torch.stack([C, -S], 1).flatten(0, 1).T.contiguous().to(device, dtype), G.to(device, dtype)   # w: irfft counts inner frequencies twice
 
 def one_token(x, Ks, b):
-    "`block_corr` of one token in real matmuls: x (d_in,), Ks = the layer's decode_spectrum() (f, n, 2m) → z (d_out,)."
-    (f, n, m2), (Fm, G) = Ks.shape, dft_mats(b, Ks.dtype, Ks.device)
-    XX = (Fm @ x.reshape(n, b).to(Ks.dtype).T).view(f, 2, n)                   # (f, 2, n): [Re, Im] of each block's rfft
-    return (G @ torch.bmm(XX, Ks).view(4 * f, m2 // 2)).T.flatten()            # (f, 2, 2m) products (Re/Im x, Re/Im K̄); irfft -> (d_out,)
+    "`block_corr` of one token in real matmuls: x (d_in,), Ks = the layer's decode_spectrum() (f, n, 2m) → z (d_out,) in Ks's dtype."
+    (f, n, m2), (Ft, Gt), m = Ks.shape, dft_mats(b, Ks.dtype, Ks.device), Ks.shape[2] // 2
+    X = (x if x.dtype == Ks.dtype else x.to(Ks.dtype)).reshape(n, b) @ Ft      # (n, 2f): [Re, Im] of each block's rfft
+    Z = torch.bmm(X.as_strided((f, 2, n), (2, 1, 2 * f)), Ks)                  # (f, 2, 2m): products (Re/Im x, Re/Im K̄)
+    return (Z.as_strided((m, 4 * f), (1, m)) @ Gt).view(-1)                     # irfft: (m, 4f) (4f, b) -> (m, b) -> (d_out,)
 
 class BlockCorr(torch.autograd.Function):
     "`block_corr(x, K, b)` for training: saves only x (the base keeps it anyway) and w; rfft(x) and K are recomputed in the backward."
@@ -114,20 +115,19 @@ class C3A(Variant):
             nn.init.uniform_(w, -a, a)
 
     def kernel_fft(self) -> torch.Tensor: return spectrum(self.kernel, self.d_in)   # K̄/d_in (d_out/b, d_in/b, b//2+1)
-    def decode_spectrum(self) -> torch.Tensor:   # K̄/d_in as real numbers (b//2+1, n, 2m): [Re | Im] over the output blocks, for `one_token`
-        return torch.view_as_real(self.kernel_fft()).permute(2, 1, 3, 0).flatten(2)
+    def decode_spectrum(self) -> torch.Tensor: return torch.view_as_real(self.kernel_fft()).permute(2, 1, 3, 0).flatten(2)   # K̄/d_in as real numbers (b//2+1, n, 2m): [Re | Im] over the output blocks, for `one_token`
 
     def forward(self, x, y):
-        if x.numel() == self.d_in and not grad_wanted(self):                     # one token: no FFT call
-            return (y + one_token(x, cached(self, "decode", self.decode_spectrum), self.r).view(y.shape)).to(y.dtype)
+        if x.numel() == self.d_in and not grad_wanted(self):                     # one token: no FFT call, 8 tensor ops
+            z = one_token(x, cached(self, "decode", self.decode_spectrum, reads=(self.kernel,)), self.r)   # (d_out,): broadcasts onto y
+            return y + z if y.dtype == z.dtype else (y + z).to(y.dtype)
         K = cached(self, "kernel_fft", self.kernel_fft)                         # reused while decoding
         if torch.is_grad_enabled(): z = BlockCorr.apply(x, self.kernel, K.detach())   # saves x and w, as PEFT does
         else: z = block_corr(x, K, self.r)
         return (y + z).to(y.dtype)
 
     def delta_weight(self, module):
-        b = self.r
-        t = torch.arange(b, device=self.kernel.device)
+        b, t = self.r, torch.arange(self.r, device=self.kernel.device)
         C = self.kernel[..., (t[None, :] - t[:, None]) % b]                     # (m, n, b, b): C[i, j, t, s] = w_ij[s - t]
         return C.permute(0, 2, 1, 3).reshape(self.d_out, self.d_in) / self.d_in
 

@@ -98,11 +98,16 @@ class FourierFT(Variant):
             return R.coalesce().to_sparse_csr()
 
     def forward(self, x, y):
-        T = x[..., 0].numel()
+        T = x.numel() // self.d_in
         if grad_wanted(self):                                                    # training: one dense product (backward too)
             dW = cached(self, "delta_weight", lambda: self.delta_weight(None))     # (d_out, d_in); fresh under autograd
             return (y + F.linear(x.float(), dW)).to(y.dtype)
-        R = cached(self, "half_map", self.half_map)                                 # (2h_out, 2h_in) sparse
+        R = cached(self, "half_map", self.half_map, reads=(self.spectrum, self.idx))    # (2h_out, 2h_in) sparse
+        if T == 1:                                                               # one token: 7 tensor ops
+            X = torch.fft.rfft(x.reshape(-1) if x.dtype == torch.float32 else x.reshape(-1).float())   # (h_in,) complex
+            Q = torch.mv(R, X.view(torch.float32)).view(torch.complex64)          # [Re, Im] interleaved, as complex (h_out,)
+            z = torch.fft.irfft(Q, n=self.d_out, norm="forward")                  # (d_out,): broadcasts to y's (1, .., 1, d_out)
+            return y + z if y.dtype == z.dtype else (y + z).to(y.dtype)
         X = torch.view_as_real(torch.fft.rfft(x.reshape(T, self.d_in).float())).flatten(-2)   # (T, 2h_in): [Re, Im] per frequency
         Q = torch.mv(R, X[0]) if T == 1 else (R @ X.T).T.contiguous()                     # (T, 2h_out); one token: a sparse mat-vec
         z = torch.fft.irfft(torch.view_as_complex(Q.reshape(T, -1, 2)), n=self.d_out, norm="forward")   # (T, d_out)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 import torch
 from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_bool, ORIGINAL
+from ..core import AdapterConfig, Variant, register, dense_weight, cached, decoding, check_bool, ORIGINAL
 from ..helpers import peft_key
 
 # %% auto #0
@@ -74,12 +74,26 @@ class HRA(Variant):
         return torch.linalg.qr(U.T).Q.to(self.U.dtype)
 
     def forward(self, x):
+        if decoding(self): return self.decode(x)                   # eval, no grad: the cached form
         xs = x.to(self.U.dtype)
         if self.cfg.apply_GS:
             Q = cached(self, "Q", self.gs_Q)                       # parameter-only: once per change when decoding
             return (xs - 2 * (xs @ Q) @ Q.T).to(x.dtype)
         z = (xs @ self.U.T) @ cached(self, "T", self.wy_T).T       # (..., r)
         return (xs - z @ self.U).to(x.dtype)                       # (..., d_in) = x H_{r-1}⋯H_0, fed to the base layer
+
+    def decode_mats(self) -> tuple:
+        "(M_1, …, M_k) with x H = x − x M_1⋯M_k, reading U once: (Uᵀ, Tᵀ, U), Uᵀ a view; GS: (√2Q, its transpose view)."
+        if self.cfg.apply_GS: P = 2 ** 0.5 * self.gs_Q(); return P, P.T
+        return self.U.T, self.wy_T().T.contiguous(), self.U
+    def decode(self, x):
+        "x − ((x Uᵀ) Tᵀ) U (GS: x − (x P) Pᵀ) from the cached factors: one product per factor and the subtraction."
+        Ms = cached(self, "decode", self.decode_mats, reads=(self.U,))
+        xs = x if x.dtype == Ms[0].dtype else x.to(Ms[0].dtype)
+        z = xs
+        for M in Ms: z = z @ M                                     # (..., r) ... (..., d_in)
+        return xs - z if xs.dtype == x.dtype else (xs - z).to(x.dtype)
+    def decode_reads(self) -> int: return self.U.numel() + (0 if self.cfg.apply_GS else self.r ** 2)   # U (or Q) once, and T
 
     def delta_weight(self, module):
         Ht = self(torch.eye(self.d_in, dtype=self.U.dtype, device=self.U.device)).float()   # rows of I reflected: Hᵀ

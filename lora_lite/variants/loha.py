@@ -10,7 +10,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register, cached, grad_wanted, check_float, check_bool
+from ..core import AdapterConfig, Variant, register, cached, grad_wanted, decoding, check_float, check_bool
 from ..helpers import peft_key
 
 # %% auto #0
@@ -84,7 +84,16 @@ class LoHa(Variant):
 
     def _dense(self): return _Hadamard.apply(self.B1, self.A1, self.B2, self.A2, self.scale)
 
+    def decode_factors(self) -> tuple:
+        "(A₂, A₁ᵀ view, (sB₁)ᵀ, B₂ᵀ) row-major (r, d_out): the one-token form's factors, the scale folded."
+        return self.A2, self.A1.T, (self.scale * self.B1).T.contiguous(), self.B2.T.contiguous()
+
     def forward(self, x, y):
+        if decoding(self) and x.numel() == self.d_in and self.factored(1):    # one token, eval: 6 tensor ops
+            A2, A1t, sB1t, B2t = cached(self, "M", self.decode_factors, reads=(self.B1, self.A1, self.B2, self.A2))
+            Mt = (A2 * (x if x.dtype == A2.dtype else x.to(A2.dtype))) @ A1t  # (.., r, r): Mᵀ = A₂ diag(x) A₁ᵀ
+            d = ((Mt @ sB1t) * B2t).sum(-2)                                    # s·rowsum((B₁M) ⊙ B₂), (.., d_out)
+            return y + d if y.dtype == d.dtype else (y + d).to(y.dtype)        # broadcasts to y's (1, .., 1, d_out)
         p = self.cfg.module_dropout
         if self.training and p and torch.rand(()) < p: return y                # skip the adapter this step
         x = x.to(self.A1.dtype)

@@ -6,11 +6,10 @@
 from __future__ import annotations
 import math, re
 from dataclasses import dataclass
-from functools import cached_property
 from typing import ClassVar, Union
 import torch
 from torch import nn
-from ..core import AdapterConfig, Variant, register, check_float, check_bool, cached, grad_wanted
+from ..core import AdapterConfig, Variant, register, check_float, check_bool, cached, decoding
 from ..helpers import peft_key
 
 # %% auto #0
@@ -85,32 +84,39 @@ class LoKr(Variant):
     def right(self) -> torch.Tensor: return self.B @ self.A if hasattr(self, "B") else self.D          # (k, n)
 
     def forward(self, x, y):
+        if decoding(self): return self.decode(x, y)                               # eval, no grad: the cached form
         p = self.cfg.module_dropout
         if self.training and p and torch.rand(()) < p: return y                   # skip the adapter this step
-        if self.dense_decode and not grad_wanted(self):
-            C, Dt = cached(self, "decode", self.decode_factors)                   # inference: s·C and Dᵀ, built once
-            Z = x.to(C.dtype).reshape(*x.shape[:-1], C.shape[1], -1) @ Dt         # (..., m, k)
-        else:
-            C = self.scale * self.left()                                          # (l, m)
-            X = x.to(C.dtype).reshape(*x.shape[:-1], C.shape[1], -1)              # (..., m, n)
-            Z = (X @ self.A.T) @ self.B.T if hasattr(self, "B") else X @ self.D.T # (..., m, k)
+        C = self.scale * self.left()                                              # (l, m)
+        X = x.to(C.dtype).reshape(*x.shape[:-1], C.shape[1], -1)                  # (..., m, n)
+        Z = (X @ self.A.T) @ self.B.T if hasattr(self, "B") else X @ self.D.T     # (..., m, k)
         d = (C @ Z).flatten(-2)                                                   # (..., l, k) -> (..., d_out)
         if self.training and self.cfg.rank_dropout:
             keep = (torch.rand(self.d_out, device=d.device) > self.cfg.rank_dropout).to(d.dtype)
             d = d * (keep / keep.mean() if self.cfg.rank_dropout_scale else keep)
         return (y + d).to(y.dtype)
 
-    def decode_factors(self) -> tuple: return self.scale * self.left(), self.right().T.contiguous()   # (l, m), (n, k): parameter-only
+    def own(self, left:bool) -> int: return sum(p.numel() for name, p in self.named_parameters() if name.startswith("C") == left)
     def decode_reads(self) -> int:
         "C and D each dense or as its two low-rank factors, whichever is fewer numbers."
         (l, k), (m, n), _, _ = lokr_plan(self.cfg, self.r, self.d_in, self.d_out)
-        own = lambda left: sum(p.numel() for name, p in self.named_parameters() if name.startswith("C") == left)
-        return min(l * m, own(True)) + min(k * n, own(False))
-    @cached_property
-    def dense_decode(self) -> bool:
-        "Decode with dense s·C and Dᵀ: True when they are the cheapest form of both factors."
+        return min(l * m, self.own(True)) + min(k * n, self.own(False))
+
+    def decode_factors(self) -> tuple:
+        "([Dᵀ] or [Aᵀ, Bᵀ], [s·C] or [s·C_B, C_A]), row-major: each factor dense or factored, whichever `decode_reads` counts."
         (l, k), (m, n), _, _ = lokr_plan(self.cfg, self.r, self.d_in, self.d_out)
-        return l * m + k * n <= self.decode_reads()
+        R = [self.right().T] if k * n <= self.own(False) else [self.A.T, self.B.T]             # (n, k) or (n, r), (r, k)
+        L = [self.scale * self.left()] if l * m <= self.own(True) else [self.scale * self.C_B, self.C_A]   # (l, m) or (l, r), (r, m)
+        return [M.contiguous() for M in R], [M.contiguous() for M in L]
+
+    def decode(self, x, y):
+        "y + vec(s·C X Dᵀ), X = x as (m, n), from the cached factors: a reshape, the products, a view and the add."
+        R, L = cached(self, "decode", self.decode_factors, reads=tuple(self._parameters.values()))
+        Z = x.reshape(*x.shape[:-1], L[-1].shape[1], -1)                          # (..., m, n)
+        if Z.dtype != R[0].dtype: Z = Z.to(R[0].dtype)
+        for M in R: Z = Z @ M                                                     # (..., m, k)
+        for M in reversed(L): Z = M @ Z                                           # (..., l, k)
+        return y + Z.view(y.shape) if y.dtype == Z.dtype else (y + Z.view(y.shape)).to(y.dtype)
 
     def delta_weight(self, module): return self.scale * torch.kron(self.left(), self.right())   # (d_out, d_in)
 

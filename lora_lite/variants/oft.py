@@ -13,7 +13,7 @@ from ..core import AdapterConfig, Variant, register, dense_weight, cached, check
 from ..helpers import peft_key
 
 # %% auto #0
-__all__ = ['OFTConfig', 'skew', 'cayley', 'coft_project', 'OFT']
+__all__ = ['OFTConfig', 'block_rotate', 'skew', 'cayley', 'coft_project', 'OFT']
 
 # %% ../../nbs/70_oft.ipynb #e1cc4b64
 @dataclass(frozen=True)
@@ -53,6 +53,12 @@ def _triu(b:int, device:torch.device) -> torch.Tensor:
     "(2, b(b-1)/2) strict-upper-triangle indices, built once: autograd saves one shared copy, not one per layer and step."
     with torch.inference_mode(False): return torch.triu_indices(b, b, 1, device=device)
 
+def block_rotate(x:torch.Tensor, R:torch.Tensor) -> torch.Tensor:
+    "Block k of x times R_k, R (n, b, b); one block (n = 1) rotates every b features. One token: a view, one `bmm`, a view."
+    xs, (n, b) = (x if x.dtype == R.dtype else x.to(R.dtype)), (R.shape[0], R.shape[2])
+    xr = torch.bmm(xs.reshape(n, 1, b), R) if x.numel() == n * b else torch.bmm(xs.reshape(-1, n, b).transpose(0, 1), R).transpose(0, 1)
+    return xr.reshape(x.shape) if xr.dtype == x.dtype else xr.reshape(x.shape).to(x.dtype)   # (..., d_in)
+
 def skew(q:torch.Tensor, b:int) -> torch.Tensor:
     "Skew-symmetric Q (m, b, b) from q (m, b(b-1)/2), the strict upper triangles row by row."
     i, j = _triu(b, q.device)
@@ -91,10 +97,8 @@ class OFT(Variant):
     peft_type = "OFT"
     example = dict(r=4)   # a config that fits the 64-wide test models
 
-    @property
-    def n(self) -> int: return _blocks(self.cfg, self.d_in)[0]
-    @property
-    def b(self) -> int: return _blocks(self.cfg, self.d_in)[1]
+    n = property(lambda self: _blocks(self.cfg, self.d_in)[0], doc="Number of blocks n.")
+    b = property(lambda self: _blocks(self.cfg, self.d_in)[1], doc="Block size b.")
     def param_shapes(self): return {"q": (1 if self.cfg.block_share else self.n, self.b * (self.b - 1) // 2)}
 
     @classmethod
@@ -107,22 +111,18 @@ class OFT(Variant):
         if _blocks(cfg, d_in)[1] < 2:
             raise ValueError(f"OFTConfig: r={k} makes blocks of size 1 on {name} (d_in={d_in}), which cannot rotate; use r <= {d_in // 2}.")
 
-    @torch.no_grad()
     def init(self, module): nn.init.zeros_(self.q)  # Q = 0, R = I: starts at the base model
+    def decode_reads(self) -> int: return self.q.shape[0] * self.b ** 2   # the cached R: n blocks of b × b (one with block_share)
 
     def rotation(self) -> torch.Tensor:
         "R (m, b, b) from q; with COFT from q projected onto its ball (a value-only step, the gradient passes straight)."
-        q = self.q
-        if self.cfg.coft: q = coft_project(q.detach(), self.cfg.eps) + (q - q.detach())
+        q = coft_project(self.q.detach(), self.cfg.eps) + (self.q - self.q.detach()) if self.cfg.coft else self.q
         return cayley(skew(q, self.b), self.cfg.use_cayley_neumann, self.cfg.num_cayley_neumann_terms)
 
     def forward(self, x):
         if self.cfg.coft and torch.is_grad_enabled() and self.q.requires_grad:
             with torch.no_grad(): self.q.copy_(coft_project(self.q, self.cfg.eps))   # PEFT's projected step, kept in q
-        R = cached(self, "R", self.rotation)                                          # (m, b, b)
-        xs = x.to(R.dtype).reshape(-1, self.n, self.b)                                # (T, n, b)
-        xr = xs @ R[0] if self.cfg.block_share else torch.bmm(xs.transpose(0, 1), R).transpose(0, 1)   # block k: x_k R_k
-        return xr.reshape(x.shape).to(x.dtype)                                        # (..., d_in), fed to the base layer
+        return block_rotate(x, cached(self, "R", self.rotation, reads=(self.q,)))     # block k: x_k R_k, fed to the base layer
 
     def delta_weight(self, module):
         M = self(torch.eye(self.d_in, dtype=self.q.dtype, device=self.q.device)).float()   # rows e_i M: M = diag(R_k)

@@ -85,12 +85,15 @@ class SHiRA(Variant):
             return torch.sparse_csr_tensor(crow.int(), (idx % self.d_in).int(), w, (self.d_out, self.d_in))
 
     def forward(self, x, y):
-        x = x.to(self.w.dtype)
         if not grad_wanted(self) and self.w.dtype in (torch.float32, torch.float64):    # inference: the CSR ΔW
-            S = cached(self, "csr", self.csr)
-            if x.numel() == self.d_in: d = torch.mv(S, x.reshape(-1)).view(*x.shape[:-1], self.d_out)   # one token: sparse mat-vec
-            else: d = (S @ x.reshape(-1, self.d_in).T).T.reshape(*x.shape[:-1], self.d_out)
-        elif x.numel() // self.d_in * self.n <= self.d_in * self.d_out:            # few tokens: gather, O(T·n)
+            S = cached(self, "csr", self.csr, reads=(self.w, self.idx))
+            if x.numel() == self.d_in:                                          # one token: y + S x, 3 tensor ops
+                d = torch.mv(S, x.reshape(-1) if x.dtype == S.dtype else x.reshape(-1).to(S.dtype))   # (d_out,): broadcasts to y
+                return y + d if y.dtype == d.dtype else (y + d).to(y.dtype)
+            d = (S @ x.reshape(-1, self.d_in).to(S.dtype).T).T.reshape(*x.shape[:-1], self.d_out)
+            return (y + d).to(y.dtype)
+        x = x.to(self.w.dtype)
+        if x.numel() // self.d_in * self.n <= self.d_in * self.d_out:            # few tokens: gather, O(T·n)
             rows, cols = self.idx // self.d_in, self.idx % self.d_in
             d = x.new_zeros(*x.shape[:-1], self.d_out).index_add_(-1, rows, x[..., cols] * self.w)
         else: d = F.linear(x, cached(self, "dW", self.dense))                   # many tokens: dense ΔW
