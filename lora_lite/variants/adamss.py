@@ -34,10 +34,8 @@ class AdamssConfig(AdapterConfig):
         check_bool(self, "use_asa"); check_bool(self, "use_dynamic_rank")
         if self.init_weights not in ("orthogonal", None):
             raise ValueError(f"{me}: init_weights must be 'orthogonal' or None, got {self.init_weights!r}.")
-        for k, why in (("use_asa", "PEFT's Adaptive Subspace Allocation: it freezes groups during training"),
-                       ("use_dynamic_rank", "ranks varying per group")):
-            if getattr(self, k): raise ValueError(f"{me}: {k}=True ({why}) is not supported by lora_lite; leave it False "
-                                                  "(PEFT's MetaMathQA experiment does).")
+        for k, why in (("use_asa", "PEFT's Adaptive Subspace Allocation: it freezes groups in training"), ("use_dynamic_rank", "per-group ranks")):
+            if getattr(self, k): raise ValueError(f"{me}: {k}=True ({why}) is not supported; leave it False (PEFT's MetaMathQA experiment does).")
         if self.rank_pattern or self.alpha_pattern: raise ValueError(f"{me}: rank_pattern / alpha_pattern are not supported (one r for all layers, as PEFT).")
 
 KMEANS = dict(init="random", n_init=1, max_iter=10, random_state=123456789)   # PEFT's KMeans settings
@@ -45,8 +43,7 @@ KMEANS = dict(init="random", n_init=1, max_iter=10, random_state=123456789)   # 
 def kmeans_groups(U:torch.Tensor, K:int) -> torch.Tensor:
     "Labels (d_out,) of the rows of U (d_out, R) in K groups: scikit-learn's KMeans with PEFT's settings (fp32, CPU)."
     try: from sklearn.cluster import KMeans
-    except ImportError: raise ImportError("AdaMSS clusters with scikit-learn, which is not installed: pip install 'lora_lite[adamss]' "
-                                          "(or scikit-learn). ll.load of a saved AdaMSS adapter needs no scikit-learn.") from None
+    except ImportError: raise ImportError("AdaMSS clusters with scikit-learn: pip install 'lora_lite[adamss]' (ll.load needs none).") from None
     return torch.from_numpy(KMeans(n_clusters=K, **KMEANS).fit_predict(U.detach().float().cpu().numpy())).long()
 
 def svd_basis(W:torch.Tensor, R:int, seed:int) -> tuple:
@@ -65,8 +62,7 @@ class Adamss(Variant):
     results = {"PEFT · Llama-3.2-3B": 34.5}
     peft_type = "ADAMSS"
     example = {"r": 16, "num_subspaces": 4}
-    @classmethod
-    def identity_at_init(cls, cfg): return cfg.init_weights == "orthogonal"      # None: B random, as PEFT
+    identity_at_init = classmethod(lambda cls, cfg: cfg.init_weights == "orthogonal")   # None: B random, as PEFT
 
     def __init__(self, cfg, d_in, d_out, r=None, alpha=None, device=None, name="", bias=False):
         self.R, self.K, self.rk = min(cfg.r, d_in, d_out), min(cfg.num_subspaces, d_out), cfg.subspace_rank
@@ -75,8 +71,7 @@ class Adamss(Variant):
     def param_shapes(self): return {"A": (self.K, self.rk, self.R), "B": (self.d_out, self.rk)}   # B: groups' rows, group by group
     def buffer_shapes(self): return {"V": (self.R, self.d_in), "c": (self.R,)}   # V_Rᵀ; c: its bias column (0 without a bias)
 
-    @torch.no_grad()
-    def init(self, module):
+    def init(self, module):                                                             # called under no_grad (init_all)
         W, b = dense_weight(module), getattr(module, "bias", None)
         wdt = module.weight.dtype if module.weight.is_floating_point() else W.dtype   # PEFT draws B in the weight's dtype
         Wb = W if b is None else torch.cat([W, b.detach().float()[:, None]], 1)   # PEFT clusters [W | b]
@@ -96,9 +91,7 @@ class Adamss(Variant):
             if self.cfg.init_weights is None:                                  # B stacks the groups' rows in label order
                 s = int(sizes[:k].sum()); self.B[s:s + len(Uk)] = 0.01 * torch.randn(len(Uk), self.rk, device=W.device, dtype=wdt)
 
-    def order(self) -> torch.Tensor:
-        "Output row of each row of B (d_out,): the rows of group 0, then group 1, … (PEFT's scatter_index)."
-        return torch.argsort(self.g, stable=True)
+    def order(self) -> torch.Tensor: return torch.argsort(self.g, stable=True)   # output row of each row of B: group 0's, group 1's, … (PEFT's scatter_index)
 
     def mix(self) -> torch.Tensor:
         "M (K·r_k, d_out): M[g(o)·r_k + j, o] = B's row for o, column j — each output reads only its group's coordinates."
@@ -116,9 +109,8 @@ class Adamss(Variant):
     def forward(self, x, y):
         if decoding(self):                                                              # eval, no grad: 3 ops (4 with a bias)
             Dt, M, b = cached(self, "decode", self.decode_factors, (self.A, self.B, self.V, self.c, self.g))
-            z = ((x if x.dtype == Dt.dtype else x.to(Dt.dtype)) @ Dt) @ M              # (..., d_out)
-            out = y + z if b is None else y + z + b
-            return out if out.dtype == y.dtype else out.to(y.dtype)                    # a bf16 base: summed in fp32
+            z = y + ((x if x.dtype == Dt.dtype else x.to(Dt.dtype)) @ Dt) @ M          # (..., d_out); a bf16 base: summed in fp32
+            return (z if b is None else z + b).to(y.dtype)
         D, e, M = cached(self, "factors", self.factors); return (y + (x.to(D.dtype) @ D.T + e) @ M).to(y.dtype)        # (..., K·r_k) -> (..., d_out)
 
     def delta_weight(self, module): D, _, M = self.factors(); return M.T @ D          # (d_out, d_in)

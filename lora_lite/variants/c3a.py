@@ -62,7 +62,7 @@ def dft_mats(b, dtype, device):
 
 def one_token(x, Ks, b):
     "`block_corr` of one token in real matmuls: x (d_in,), Ks = the layer's decode_spectrum() (f, n, 2m) → z (d_out,) in Ks's dtype."
-    (f, n, m2), (Ft, Gt), m = Ks.shape, dft_mats(b, Ks.dtype, Ks.device), Ks.shape[2] // 2
+    (f, n, _), (Ft, Gt), m = Ks.shape, dft_mats(b, Ks.dtype, Ks.device), Ks.shape[2] // 2
     X = (x if x.dtype == Ks.dtype else x.to(Ks.dtype)).reshape(n, b) @ Ft      # (n, 2f): [Re, Im] of each block's rfft
     Z = torch.bmm(X.as_strided((f, 2, n), (2, 1, 2 * f)), Ks)                  # (f, 2, 2m): products (Re/Im x, Re/Im K̄)
     return (Z.as_strided((m, 4 * f), (1, m)) @ Gt).view(-1)                     # irfft: (m, 4f) (4f, b) -> (m, b) -> (d_out,)

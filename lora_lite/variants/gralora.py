@@ -10,7 +10,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register, cached, grad_wanted, lowrank_update, check_int, check_float, check_bool
+from ..core import AdapterConfig, Variant, register, grad_wanted, lowrank_update, check_int, check_float, check_bool
 from ..helpers import peft_key
 
 # %% auto #0
