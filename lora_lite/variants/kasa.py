@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import register, dense_weight, cached, grad_wanted, check_float
+from ..core import register, dense_weight, grad_wanted, decoding, lowrank_update, check_float
 from ..helpers import init_lora, lora_to_peft, peft_key
 from .lora import LoRAConfig, LoRA, lora_peft_config, lora_tensors
 
@@ -76,17 +76,18 @@ class KaSA(LoRA):
         init_lora(self.A, self.B); nn.init.normal_(self.d)
 
     def factors(self) -> tuple:
-        "([A; V_dᵀ] (2r, d_in), [s·B·diag(d), −U_dS_d]ᵀ (2r, d_out), row-major): both rank-r terms in one pass, for inference."
-        return torch.cat([self.A, self.Vh]), torch.cat([self.scale * self.B * self.d, -self.US], 1).T.contiguous()
+        "([A; V_dᵀ]ᵀ (d_in, 2r), [s·B·diag(d), −U_dS_d]ᵀ (2r, d_out), row-major): both rank-r terms in one pass, for inference."
+        return torch.cat([self.A, self.Vh]).T.contiguous(), torch.cat([self.scale * self.B * self.d, -self.US], 1).T.contiguous()
 
     def forward(self, x, y):
+        reads = (self.A, self.B, self.d, self.Vh, self.US)   # all that `factors` reads
+        if decoding(self): return lowrank_update(self, x, y, self.factors, reads=reads)   # eval, no grad: 3 ops a token
         x, drop = x.to(self.A.dtype), self.training and self.cfg.dropout
         if drop or grad_wanted(self) and y.dtype != x.dtype:   # dropout / mixed dtypes: plain autograd, PEFT's saved (..., r) products
             t = (F.dropout(x, self.cfg.dropout, True) if drop else x) @ self.A.T * (self.scale * self.d)   # (..., r)
             return (y + t @ self.B.T - (x @ self.Vh.T) @ self.US.T).to(y.dtype)   # the frozen truncation keeps no x
         if grad_wanted(self): return KaSAProduct.apply(x, y, self.A, self.B, self.d, self.Vh, self.US, self.scale)   # training
-        A2, B2t = cached(self, "factors", self.factors)  # inference: once per change of A, B, d
-        return (y + (x @ A2.T) @ B2t).to(y.dtype)        # (..., 2r) -> (..., d_out)
+        return lowrank_update(self, x, y, self.factors, reads=reads)   # no grad in train mode: (..., 2r) -> (..., d_out)
 
     def delta_weight(self, module): return self.scale * (self.B * self.d) @ self.A - self.US @ self.Vh   # (d_out, d_in)
 

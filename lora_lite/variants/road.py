@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 import torch
 from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_int
+from ..core import AdapterConfig, Variant, register, dense_weight, cached, decoding, check_int
 from ..helpers import peft_key
 
 # %% auto #0
@@ -74,7 +74,18 @@ class Road(Variant):
         c1, c2 = c1.view(G, -1, h).expand(G, 2, h), c2.view(G, -1, h).expand(G, 2, h)   # road_1: both halves share a row
         return c1, c2 * torch.tensor([-1.0, 1.0], dtype=c2.dtype, device=c2.device)[:, None]
 
+    def decode_form(self) -> tuple:
+        "(c₁, c̃₂, π), each (d_out,): y ← c₁⊙y + c̃₂⊙y[π], π swapping the two halves of every group (for inference)."
+        c1, c2 = self.coefficients()                                   # (G, 2, h) each
+        perm = torch.arange(self.d_out, device=c1.device).view(c1.shape).flip(1)   # (G, 2, h): the other half's index
+        return c1.flatten().contiguous(), c2.flatten().contiguous(), perm.flatten()
+
     def forward(self, x, y):
+        if decoding(self):                                             # eval, no grad: 3 ops a token (index, mul, addcmul)
+            c1, c2, perm = cached(self, "c1c2perm", self.decode_form, reads=(self.theta, self.alpha))   # (d_out,) each
+            if y.dtype == c1.dtype: return torch.addcmul(y * c1, y.index_select(-1, perm), c2)
+            ys = y.to(c1.dtype)                                        # a bf16 base: mix in the adapter's dtype, as in training
+            return torch.addcmul(ys * c1, ys.index_select(-1, perm), c2).to(y.dtype)
         c1, c2 = cached(self, "c", self.coefficients)                  # (G, 2, h) each
         ys = y.to(c1.dtype).unflatten(-1, tuple(c1.shape))             # (..., G, 2, h)
         return (c1 * ys + c2 * ys.flip(-2)).flatten(-3).to(y.dtype)    # swap halves, scale, add
