@@ -32,18 +32,19 @@ def minor_components(W:torch.Tensor, r:int) -> tuple:
     return U[:, -r:] * S[-r:], Vh[-r:]
 
 class KaSAProduct(torch.autograd.Function):
-    "y + s((xAᵀ)⊙d)Bᵀ − (xV_d)(U_dS_d)ᵀ as two 2r-wide products; keeps x and t = xAᵀ (..., r) for the backward."
+    "y + s((xAᵀ)⊙d)Bᵀ − (xV_d)(U_dS_d)ᵀ as two 2r-wide products; keeps only x (which the base keeps anyway) for the backward."
     @staticmethod
     def forward(ctx, x, y, A, B, d, Vh, US, s):
         r, x2 = A.shape[0], x.reshape(-1, x.shape[-1])
-        z = x2 @ torch.cat([A, Vh]).T                    # (N, 2r) = [t, u], u = xV_d
-        t = z[:, :r].clone(); z[:, :r] *= s * d           # z = [t⊙sd, u]
-        ctx.save_for_backward(x, t, A, B, d, Vh, US); ctx.s = s
+        z = x2 @ torch.cat([A, Vh]).T                    # (N, 2r) = [t, u], t = xAᵀ, u = xV_d
+        z[:, :r] *= s * d                                 # z = [t⊙sd, u]
+        ctx.save_for_backward(x, A, B, d, Vh, US); ctx.s = s
         return torch.addmm(y.reshape(-1, y.shape[-1]), z, torch.cat([B, -US], 1).T).view(y.shape)
     @staticmethod
     def backward(ctx, g):
-        x, t, A, B, d, Vh, US = ctx.saved_tensors; s, r, sd = ctx.s, A.shape[0], ctx.s * d
+        x, A, B, d, Vh, US = ctx.saved_tensors; s, r, sd = ctx.s, A.shape[0], ctx.s * d
         g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+        t = x2 @ A.T                                      # (N, r) recomputed: one thin product instead of keeping it
         H = g2 @ torch.cat([B, -US], 1)                  # (N, 2r) = [gB, ∂u]
         gd = s * (H[:, :r] * t).sum(0); gB = g2.T @ (t * sd)
         H[:, :r] *= sd                                    # [∂t, ∂u]

@@ -71,8 +71,8 @@ class Road(Variant):
             c1, c2 = a[:, 0] * t[:, 0].cos(), a[:, 1] * t[:, 1].sin()   # (G, g)
         else: c1, c2 = a * t.cos(), a * t.sin()                      # road_1: (G·h,), road_2: (d_out,)
         G = self.d_out // (2 * h)
-        c1, c2 = c1.view(G, -1, h).expand(G, 2, h), c2.view(G, -1, h).expand(G, 2, h)   # road_1: both halves share a row
-        return c1, c2 * torch.tensor([-1.0, 1.0], dtype=c2.dtype, device=c2.device)[:, None]
+        c1, c2 = c1.view(G, -1, h).expand(G, 2, h), c2.view(G, -1, h)   # road_1: both halves share a row
+        return c1, torch.cat([-c2[:, :1], c2[:, -1:]], 1)             # −c₂ on the first half (no ±1 tensor built per call)
 
     def decode_form(self) -> tuple:
         "(c₁, c̃₂, π), each (d_out,): y ← c₁⊙y + c̃₂⊙y[π], π swapping the two halves of every group (for inference)."
