@@ -75,17 +75,16 @@ class Road(Variant):
         return c1, torch.cat([-c2[:, :1], c2[:, -1:]], 1)             # −c₂ on the first half (no ±1 tensor built per call)
 
     def decode_form(self) -> tuple:
-        "(c₁, c̃₂, π), each (d_out,): y ← c₁⊙y + c̃₂⊙y[π], π swapping the two halves of every group (for inference)."
+        "(C, I), each (2, d_out): y ← Σₖ C[k]⊙y[I[k]], C = [c₁; c̃₂] flat, I = [identity; π], π swapping the halves of every group."
         c1, c2 = self.coefficients()                                   # (G, 2, h) each
-        perm = torch.arange(self.d_out, device=c1.device).view(c1.shape).flip(1)   # (G, 2, h): the other half's index
-        return c1.flatten().contiguous(), c2.flatten().contiguous(), perm.flatten()
+        i = torch.arange(self.d_out, device=c1.device)
+        return torch.stack([c1.flatten(), c2.flatten()]), torch.stack([i, i.view(c1.shape).flip(1).flatten()])
 
     def forward(self, x, y):
-        if decoding(self):                                             # eval, no grad: 3 ops a token (index, mul, addcmul)
-            c1, c2, perm = cached(self, "c1c2perm", self.decode_form, reads=(self.theta, self.alpha))   # (d_out,) each
-            if y.dtype == c1.dtype: return torch.addcmul(y * c1, y.index_select(-1, perm), c2)
-            ys = y.to(c1.dtype)                                        # a bf16 base: mix in the adapter's dtype, as in training
-            return torch.addcmul(ys * c1, ys.index_select(-1, perm), c2).to(y.dtype)
+        if decoding(self):                                             # eval, no grad: 3 ops a token (index, mul, sum)
+            C, I = cached(self, "CI", self.decode_form, reads=(self.theta, self.alpha))   # (2, d_out) each
+            if y.dtype == C.dtype: return (y[..., I] * C).sum(-2)      # (..., 2, d_out) -> (..., d_out): c₁⊙y + c̃₂⊙y_π
+            return (y.to(C.dtype)[..., I] * C).sum(-2).to(y.dtype)     # a bf16 base: mixed in the adapter's dtype, as in training
         c1, c2 = cached(self, "c", self.coefficients)                  # (G, 2, h) each
         ys = y.to(c1.dtype).unflatten(-1, tuple(c1.shape))             # (..., G, 2, h)
         return (c1 * ys + c2 * ys.flip(-2)).flatten(-3).to(y.dtype)    # swap halves, scale, add
