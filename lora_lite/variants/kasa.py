@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import register, dense_weight, cached, grad_wanted, check_float
+from ..core import register, dense_weight, grad_wanted, decoding, lowrank_update, check_float
 from ..helpers import init_lora, lora_to_peft, peft_key
 from .lora import LoRAConfig, LoRA, lora_peft_config, lora_tensors
 
@@ -32,18 +32,19 @@ def minor_components(W:torch.Tensor, r:int) -> tuple:
     return U[:, -r:] * S[-r:], Vh[-r:]
 
 class KaSAProduct(torch.autograd.Function):
-    "y + s((xAᵀ)⊙d)Bᵀ − (xV_d)(U_dS_d)ᵀ as two 2r-wide products; keeps x and t = xAᵀ (..., r) for the backward."
+    "y + s((xAᵀ)⊙d)Bᵀ − (xV_d)(U_dS_d)ᵀ as two 2r-wide products; keeps only x (which the base keeps anyway) for the backward."
     @staticmethod
     def forward(ctx, x, y, A, B, d, Vh, US, s):
         r, x2 = A.shape[0], x.reshape(-1, x.shape[-1])
-        z = x2 @ torch.cat([A, Vh]).T                    # (N, 2r) = [t, u], u = xV_d
-        t = z[:, :r].clone(); z[:, :r] *= s * d           # z = [t⊙sd, u]
-        ctx.save_for_backward(x, t, A, B, d, Vh, US); ctx.s = s
+        z = x2 @ torch.cat([A, Vh]).T                    # (N, 2r) = [t, u], t = xAᵀ, u = xV_d
+        z[:, :r] *= s * d                                 # z = [t⊙sd, u]
+        ctx.save_for_backward(x, A, B, d, Vh, US); ctx.s = s
         return torch.addmm(y.reshape(-1, y.shape[-1]), z, torch.cat([B, -US], 1).T).view(y.shape)
     @staticmethod
     def backward(ctx, g):
-        x, t, A, B, d, Vh, US = ctx.saved_tensors; s, r, sd = ctx.s, A.shape[0], ctx.s * d
+        x, A, B, d, Vh, US = ctx.saved_tensors; s, r, sd = ctx.s, A.shape[0], ctx.s * d
         g2, x2 = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+        t = x2 @ A.T                                      # (N, r) recomputed: one thin product instead of keeping it
         H = g2 @ torch.cat([B, -US], 1)                  # (N, 2r) = [gB, ∂u]
         gd = s * (H[:, :r] * t).sum(0); gB = g2.T @ (t * sd)
         H[:, :r] *= sd                                    # [∂t, ∂u]
@@ -76,17 +77,18 @@ class KaSA(LoRA):
         init_lora(self.A, self.B); nn.init.normal_(self.d)
 
     def factors(self) -> tuple:
-        "([A; V_dᵀ] (2r, d_in), [s·B·diag(d), −U_dS_d]ᵀ (2r, d_out), row-major): both rank-r terms in one pass, for inference."
-        return torch.cat([self.A, self.Vh]), torch.cat([self.scale * self.B * self.d, -self.US], 1).T.contiguous()
+        "([A; V_dᵀ]ᵀ (d_in, 2r), [s·B·diag(d), −U_dS_d]ᵀ (2r, d_out), row-major): both rank-r terms in one pass, for inference."
+        return torch.cat([self.A, self.Vh]).T.contiguous(), torch.cat([self.scale * self.B * self.d, -self.US], 1).T.contiguous()
 
     def forward(self, x, y):
+        reads = (self.A, self.B, self.d, self.Vh, self.US)   # all that `factors` reads
+        if decoding(self): return lowrank_update(self, x, y, self.factors, reads=reads)   # eval, no grad: 3 ops a token
         x, drop = x.to(self.A.dtype), self.training and self.cfg.dropout
         if drop or grad_wanted(self) and y.dtype != x.dtype:   # dropout / mixed dtypes: plain autograd, PEFT's saved (..., r) products
             t = (F.dropout(x, self.cfg.dropout, True) if drop else x) @ self.A.T * (self.scale * self.d)   # (..., r)
             return (y + t @ self.B.T - (x @ self.Vh.T) @ self.US.T).to(y.dtype)   # the frozen truncation keeps no x
         if grad_wanted(self): return KaSAProduct.apply(x, y, self.A, self.B, self.d, self.Vh, self.US, self.scale)   # training
-        A2, B2t = cached(self, "factors", self.factors)  # inference: once per change of A, B, d
-        return (y + (x @ A2.T) @ B2t).to(y.dtype)        # (..., 2r) -> (..., d_out)
+        return lowrank_update(self, x, y, self.factors, reads=reads)   # no grad in train mode: (..., 2r) -> (..., d_out)
 
     def delta_weight(self, module): return self.scale * (self.B * self.d) @ self.A - self.US @ self.Vh   # (d_out, d_in)
 

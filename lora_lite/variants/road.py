@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 import torch
 from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_int
+from ..core import AdapterConfig, Variant, register, dense_weight, cached, decoding, check_int
 from ..helpers import peft_key
 
 # %% auto #0
@@ -71,10 +71,20 @@ class Road(Variant):
             c1, c2 = a[:, 0] * t[:, 0].cos(), a[:, 1] * t[:, 1].sin()   # (G, g)
         else: c1, c2 = a * t.cos(), a * t.sin()                      # road_1: (G·h,), road_2: (d_out,)
         G = self.d_out // (2 * h)
-        c1, c2 = c1.view(G, -1, h).expand(G, 2, h), c2.view(G, -1, h).expand(G, 2, h)   # road_1: both halves share a row
-        return c1, c2 * torch.tensor([-1.0, 1.0], dtype=c2.dtype, device=c2.device)[:, None]
+        c1, c2 = c1.view(G, -1, h).expand(G, 2, h), c2.view(G, -1, h)   # road_1: both halves share a row
+        return c1, torch.cat([-c2[:, :1], c2[:, -1:]], 1)             # −c₂ on the first half (no ±1 tensor built per call)
+
+    def decode_form(self) -> tuple:
+        "(C, I), each (2, d_out): y ← Σₖ C[k]⊙y[I[k]], C = [c₁; c̃₂] flat, I = [identity; π], π swapping the halves of every group."
+        c1, c2 = self.coefficients()                                   # (G, 2, h) each
+        i = torch.arange(self.d_out, device=c1.device)
+        return torch.stack([c1.flatten(), c2.flatten()]), torch.stack([i, i.view(c1.shape).flip(1).flatten()])
 
     def forward(self, x, y):
+        if decoding(self):                                             # eval, no grad: 3 ops a token (index, mul, sum)
+            C, I = cached(self, "CI", self.decode_form, reads=(self.theta, self.alpha))   # (2, d_out) each
+            if y.dtype == C.dtype: return (y[..., I] * C).sum(-2)      # (..., 2, d_out) -> (..., d_out): c₁⊙y + c̃₂⊙y_π
+            return (y.to(C.dtype)[..., I] * C).sum(-2).to(y.dtype)     # a bf16 base: mixed in the adapter's dtype, as in training
         c1, c2 = cached(self, "c", self.coefficients)                  # (G, 2, h) each
         ys = y.to(c1.dtype).unflatten(-1, tuple(c1.shape))             # (..., G, 2, h)
         return (c1 * ys + c2 * ys.flip(-2)).flatten(-3).to(y.dtype)    # swap halves, scale, add
