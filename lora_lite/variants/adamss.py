@@ -148,4 +148,3 @@ def _adamss_import(cls, pc, dims, tensors, dtype):
     return cfg, out
 
 Adamss.peft_export, Adamss.peft_import = _adamss_export, _adamss_import
-
