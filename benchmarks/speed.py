@@ -377,6 +377,16 @@ def decode_keys(args):
         if has_peft(v) and not args.no_peft: keys.append(f"peft:{v}")
     return keys
 
+def token_ops(step) -> int:
+    "Tensor operations (aten calls, TorchDispatchMode) of one decode step: the per-call fixed costs no floor counts."
+    from torch.utils._python_dispatch import TorchDispatchMode
+    class Count(TorchDispatchMode):
+        n = 0
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += 1; return func(*args, **(kwargs or {}))
+    with torch.inference_mode(), Count() as c: step()
+    return c.n
+
 class TokenStep:
     """One decode step of model `m`, repeatable: the 8-token prompt is prefilled once (its KV cache kept), then each call
     runs the forward of one new token at position 8 and crops the cache back, so every call does the same work as one
@@ -421,6 +431,7 @@ def time_decode(args):
             failed[k] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"; print(f"  {k} failed: {failed[k]}", flush=True)
     from lora_lite.checks import decode_floor
     floors = {k: decode_floor(m) for k, m in models.items() if k.startswith("ll:")}   # weight traffic ÷ base's, cheapest exact form
+    n_layers = {k: len(ll.adapter_layers(m)) for k, m in models.items() if k.startswith("ll:")}
     keys, now, n = list(models), clock(args), args.new_tokens
     mode = lambda k: ll.merged(models[k]) if k.startswith("merged:") else nullcontext()   # entered outside the clock
     def gen(m):
@@ -428,11 +439,13 @@ def time_decode(args):
             return m.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
     def prefill(m):
         with torch.inference_mode(): return m(pre).logits
-    toks, steps = {}, {}
+    toks, steps, ops = {}, {}, {}
     for k in keys:                                                      # warm-up (and the cache fill), the token check
         with mode(k):
             toks[k] = gen(models[k])[0, -n:].tolist(); prefill(models[k])
             steps[k] = TokenStep(models[k], prompt, nullcontext(), now)
+            with torch.inference_mode(): steps[k]()                    # the caches filled,
+            ops[k] = token_ops(steps[k])                                # then one token counted
     # Decode: b, k, b, k, ..., b token by token: each of row k's n tokens sits between two base tokens (~10 ms apart),
     # and its ratio is k's n tokens ÷ the mean of the base's n tokens before and after. On this machine the base's own
     # per-token time wanders 8-17 ms over seconds (the two blocks' weights sit in an L3 shared with other jobs), which
@@ -480,7 +493,7 @@ def time_decode(args):
                    "decode_rounds": len(rd[k]), "steady": steady(rd[k]),
                    "prefill_us_per_token": med(pt[k]) * 1e6 if pt[k] else None, "prefill_over_base": med(rp[k]) if rp[k] else None,
                    "same_tokens_as_base": toks[k] == toks["base"], "same_tokens_as_hooked": toks[k] == toks.get(hooked),
-                   "floor": floors.get(hooked)}
+                   "floor": floors.get(hooked), "ops_per_layer": (ops[k] - ops["base"]) / n_layers[hooked] if hooked in n_layers else None}
     for k, r in rows.items():                                          # hooked decode's goal: within 3 % of its floor
         if k.startswith("ll:") and r["floor"]: r["decode_over_floor"] = r["decode_over_base"] / r["floor"]
     return {"meta": {"model": DEC, "new_tokens": n, "prompt": 8, "prefill": [args.prefill_batch, args.prefill_seq],
