@@ -8,7 +8,6 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 import torch
-import torch.nn.functional as F
 from torch import nn
 from ..core import AdapterConfig, Variant, register, dense_weight, cached, grad_wanted, check_bool
 from ..helpers import peft_key
@@ -85,17 +84,20 @@ class Osf(Variant):
         return u, v
 
     def decode_form(self):
-        "Outside autograd: None while U, S, V are still W's (the base, exactly), ΔW when cheaper per token, else (A (2r, d_in), B (d_out, 2r)), ΔW = BA."
+        "Outside autograd: None while U, S, V are W's (exactly the base), ΔWᵀ when cheaper, else (Aᵀ (d_in, 2r), Bᵀ (2r, d_out)): ΔW = BA."
         if all(torch.equal(a, b) for a, b in ((self.U, self.U0), (self.S, self.S0), (self.V, self.V0))): return None
-        if self.decode_reads() >= self.d_in * self.d_out: return self.delta_weight(None)
-        return torch.cat([self.S[:, None] * self.V, -self.S0[:, None] * self.V0]), torch.cat([self.U, self.U0], 1)
+        if self.decode_reads() >= self.d_in * self.d_out: return self.delta_weight(None).T.contiguous()
+        A, B = torch.cat([self.S[:, None] * self.V, -self.S0[:, None] * self.V0]), torch.cat([self.U, self.U0], 1)
+        return A.T.contiguous(), B.T.contiguous()                       # row-major for x @ ...: 3 ops a token
 
     def forward(self, x, y):
-        U, V, x = self.U, self.V, x.to(self.U.dtype)
         if not grad_wanted(self):                                        # eval / decoding: one cached rank-2r (or dense) product
             f = cached(self, "form", self.decode_form)
             if f is None: return y
-            return (y + (F.linear(x, f) if torch.is_tensor(f) else F.linear(F.linear(x, f[0]), f[1]))).to(y.dtype)
+            x = x if x.dtype == self.U.dtype else x.to(self.U.dtype)
+            z = y + (x @ f if torch.is_tensor(f) else (x @ f[0]) @ f[1])    # (..., d_out)
+            return z if z.dtype == y.dtype else z.to(y.dtype)
+        U, V, x = self.U, self.V, x.to(self.U.dtype)
         (Qu, ou), (Qv, ov) = self.projections()                          # training: gradients projected in the backward pass
         U, V = ProjectGrad.apply(U, Qu, ou), ProjectGrad.apply(V.T, Qv, ov).T
         new = ((x @ V.T) * self.S) @ U.T                                 # (..., d_out)  x(U S V)ᵀ
