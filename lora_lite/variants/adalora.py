@@ -8,7 +8,6 @@ import dataclasses, re
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
-import torch.nn.functional as F
 from torch import nn
 from ..core import AdapterConfig, Variant, register, check_int, check_float, decoding, lowrank_update
 from ..helpers import peft_key
@@ -61,9 +60,10 @@ class AdaLoRA(Variant):
     def buffer_shapes(self): return {"kept": (self.r,)}                         # 1: triplet kept at the last pruning
     def init(self, module): nn.init.normal_(self.A, std=0.02); nn.init.normal_(self.B, std=0.02); nn.init.zeros_(self.E); self.kept.fill_(1)
     def denom(self): return torch.full((1,), float(self.r), dtype=self.A.dtype, device=self.A.device) + 1e-5   # r + 1e-5
+    def decode_factors(self): return (self.A * self.E * self.cfg.alpha / self.denom()).T.contiguous(), self.B.T.contiguous()   # (s·E⊙A)ᵀ, Bᵀ
     def forward(self, x, y):
-        if decoding(self): return lowrank_update(self, x, y, lambda: ((self.A * self.E * self.cfg.alpha / self.denom()).T.contiguous(), self.B.T.contiguous()), reads=(self.A, self.E, self.B))   # eval, no grad: (s·E⊙A)ᵀ, Bᵀ cached, 3 ops
-        x = F.dropout(x.to(self.A.dtype), self.cfg.dropout, self.training)
+        if decoding(self): return lowrank_update(self, x, y, self.decode_factors, reads=(self.A, self.E, self.B))   # eval, no grad: 3 ops
+        x = torch.dropout(x.to(self.A.dtype), self.cfg.dropout, self.training)
         return (y + x @ (self.A * self.E).T @ self.B.T * self.cfg.alpha / self.denom()).to(y.dtype)   # training: PEFT's order
     def delta_weight(self, module): return self.B @ (self.A * self.E) * self.cfg.alpha / self.denom()   # (d_out, d_in)
     @classmethod
