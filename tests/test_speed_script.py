@@ -28,3 +28,13 @@ def test_move_off_init_changes_only_trainable_tensors():
     speed.move_off_init(m)
     moved = {n for n, p in m.named_parameters() if not torch.equal(p, before[n])}
     assert moved == {n for n, p in m.named_parameters() if p.requires_grad} and moved
+
+
+def test_decode_base_row_shares_the_lora_lite_rows_weights():
+    base = tiny_qwen3(hidden=64).eval()
+    class A: config = "example"
+    b = speed.decode_attach("base", base, None, A)
+    m = speed.decode_attach("ll:lora", base, None, A)
+    ptr = lambda mod: {n: p.data_ptr() for n, p in mod.named_parameters() if "ll_" not in n}
+    assert ptr(b) == ptr(m) == ptr(base)                       # one copy of the weights: the pairs stream the same memory
+    assert not any("ll_" in n for n, _ in b.named_parameters())
