@@ -4,15 +4,15 @@
 
 # %% ../nbs/04_helpers.ipynb #a0c1e003
 from __future__ import annotations
-import math, os, re, tempfile
+import math, os, re, tempfile, warnings
 from pathlib import Path
 from typing import Optional
 import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['check_rank', 'init_lora', 'top_svd', 'low_rank', 'SparseProduct', 'peft_key', 'lora_to_peft', 'peft_matches',
-           'atomic_write', 'tiny_qwen3', 'hub_file']
+__all__ = ['check_rank', 'init_lora', 'top_svd', 'low_rank', 'SparseProduct', 'csr32', 'csr_reads', 'peft_key', 'lora_to_peft',
+           'peft_matches', 'atomic_write', 'tiny_qwen3', 'hub_file']
 
 # %% ../nbs/04_helpers.ipynb #fd28c89e
 def check_rank(cfg, r:int, d_in:int, d_out:int, name:str):
@@ -58,6 +58,18 @@ class SparseProduct(torch.autograd.Function):
         z, s, row, col = ctx.saved_tensors
         gz = g @ _scatter(s, row, col, (ctx.d_out, z.shape[-1])) if ctx.needs_input_grad[0] else None
         return gz, (g.reshape(-1, g.shape[-1]).T @ z.reshape(-1, z.shape[-1]))[row, col], None, None, None
+
+# %% ../nbs/04_helpers.ipynb #dc609734
+def csr32(rows:torch.Tensor, cols:torch.Tensor, vals:torch.Tensor, shape:tuple) -> torch.Tensor:
+    "Sparse CSR matrix `shape` with the values vals at (rows, cols), repeats summed; int32 indices (MKL's own)."
+    with warnings.catch_warnings():                                         # "sparse CSR support is in beta": it is exact here
+        warnings.simplefilter("ignore", UserWarning)
+        S = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, shape).coalesce().to_sparse_csr()
+        return torch.sparse_csr_tensor(S.crow_indices().int(), S.col_indices().int(), S.values(), shape)
+
+def csr_reads(rows:torch.Tensor, cols:torch.Tensor, shape:tuple) -> int:
+    "Numbers one CSR product reads for the entries at (rows, cols): each distinct entry's value and column, the row offsets."
+    return 2 * torch.unique(rows * shape[1] + cols).numel() + shape[0] + 1
 
 # %% ../nbs/04_helpers.ipynb #5d294020
 def peft_key(name:str, tensor:str) -> str:

@@ -4,13 +4,13 @@
 
 # %% ../../nbs/66_fourierft.ipynb #aefa2d5b
 from __future__ import annotations
-import re, warnings
+import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from ..core import AdapterConfig, Variant, register, check_int, check_bool, cached, grad_wanted
-from ..helpers import peft_key
+from ..helpers import peft_key, csr32, csr_reads
 
 # %% auto #0
 __all__ = ['FourierFTConfig', 'fourier_positions', 'set_positions', 'FourierFT']
@@ -84,18 +84,20 @@ class FourierFT(Variant):
 
     def half_map(self) -> torch.Tensor:
         "R: sparse real (2h_out, 2h_in) map from [Re, Im] of rfft(x) to the half spectrum Q with irfft(Q) = x ΔWᵀ (parameter-only)."
+        return csr32(*self.half_entries(), (2 * (self.d_out // 2 + 1), 2 * (self.d_in // 2 + 1)))   # ≤ 4n entries, int32 indices
+    def decode_reads(self): return csr_reads(*self.half_entries()[:2], (2 * (self.d_out // 2 + 1), 2 * (self.d_in // 2 + 1)))
+
+    def half_entries(self) -> tuple:
+        "R's entries (rows, cols, vals), repeats unsummed."
         (j, l), di, do = self.idx, self.d_in, self.d_out
         hi, ho = di // 2 + 1, do // 2 + 1
-        s = self.spectrum.float() * (self.scale / (2 * di * do))               # (n,): α c_k / (2 d_in d_out)
+        s = self.spectrum.detach().float() * (self.scale / (2 * di * do))               # (n,): α c_k / (2 d_in d_out)
         lh, sg = torch.where(l < hi, l, di - l), torch.where(l < hi, 1.0, -1.0)  # X_l = conj(X_{d_in - l}) past the half
         rows, cols, vals = [], [], []
         for jj, sj in ((j, -1.0), ((do - j) % do, 1.0)):                       # Q_j = conj(v_j + conj(v_{-j})) / 2
             k = jj < ho
             rows += [2 * jj[k], 2 * jj[k] + 1]; cols += [2 * lh[k], 2 * lh[k] + 1]; vals += [s[k], sj * sg[k] * s[k]]
-        with warnings.catch_warnings():                                         # "sparse support is in beta": it is exact here
-            warnings.simplefilter("ignore", UserWarning)
-            R = torch.sparse_coo_tensor(torch.stack([torch.cat(rows), torch.cat(cols)]), torch.cat(vals), (2 * ho, 2 * hi))
-            return R.coalesce().to_sparse_csr()
+        return torch.cat(rows), torch.cat(cols), torch.cat(vals)
 
     def forward(self, x, y):
         T = x.numel() // self.d_in

@@ -4,13 +4,13 @@
 
 # %% ../../nbs/65_shira.ipynb #1065e78e
 from __future__ import annotations
-import re, warnings
+import re
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
 import torch.nn.functional as F
 from ..core import AdapterConfig, Variant, register, cached, grad_wanted, check_bool
-from ..helpers import peft_key
+from ..helpers import peft_key, csr32
 
 # %% auto #0
 __all__ = ['SHiRAConfig', 'shira_positions', 'SHiRA']
@@ -77,12 +77,8 @@ class SHiRA(Variant):
 
     def csr(self) -> torch.Tensor:
         "ΔW (d_out, d_in) as a sparse CSR matrix with int32 indices: a product reads the n values, not d_out·d_in."
-        order = self.idx.argsort()                                              # row-major (an import may be unsorted)
-        idx, w = self.idx[order], self.w.detach()[order]
-        crow = torch.cat([idx.new_zeros(1), torch.bincount(idx // self.d_in, minlength=self.d_out).cumsum(0)])
-        with warnings.catch_warnings():                                         # "CSR support is in beta": it is exact here
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.sparse_csr_tensor(crow.int(), (idx % self.d_in).int(), w, (self.d_out, self.d_in))
+        return csr32(self.idx // self.d_in, self.idx % self.d_in, self.w.detach(), (self.d_out, self.d_in))
+    def decode_reads(self): return 2 * self.n + self.d_out + 1   # the CSR's n values and int32 columns, d_out + 1 row offsets
 
     def forward(self, x, y):
         if not grad_wanted(self) and self.w.dtype in (torch.float32, torch.float64):    # inference: the CSR ΔW

@@ -4,13 +4,13 @@
 
 # %% ../../nbs/43_waveft.ipynb #92a5b669
 from __future__ import annotations
-import re, warnings
+import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from ..core import AdapterConfig, register, check_int, check_bool, cached, grad_wanted
-from ..helpers import peft_key
+from ..helpers import peft_key, csr32, csr_reads
 from .fourierft import FourierFT, fourier_positions, set_positions
 
 # %% auto #0
@@ -83,10 +83,17 @@ class WaveFT(FourierFT):
         set_positions(layers, lambda l: wave_positions(l.cfg.random_loc_seed, l.r, l.d_in, l.d_out, l.cfg.use_idwt))
         for l in layers.values(): l.spectrum.zero_() if l.cfg.init_weights else l.spectrum.copy_(0.01 * torch.randn(l.r))
 
-    def csr(self) -> torch.Tensor:
-        "ΔW (d_out, d_in) as a sparse CSR matrix: at most 4n entries, each coefficient a signed 2×2 block (parameter-only)."
-        with warnings.catch_warnings():                                         # "CSR support is in beta": it is exact here
-            warnings.simplefilter("ignore", UserWarning); return self.delta_weight(None).to_sparse_csr()
+    def entries(self) -> tuple:
+        "ΔW's entries (rows, cols, vals), repeats unsummed: each coefficient a signed 2×2 block (synthesis on both sides)."
+        (r, c), v = self.idx, self.spectrum.detach().float() * self.scale
+        if not self.cfg.use_idwt: return r, c, v                                 # ΔW = α C
+        H2, W2 = self.H // 2, self.W // 2
+        i, j, sr, sc = 2 * (r % H2), 2 * (c % W2), 1 - 2 * (r >= H2).float(), 1 - 2 * (c >= W2).float()   # high band: − on the odd row/col
+        rows, cols, vals = torch.cat([i, i, i + 1, i + 1]), torch.cat([j, j + 1, j, j + 1]), torch.cat([v, v * sc, v * sr, v * sr * sc]) / 2
+        k = (rows < self.d_out) & (cols < self.d_in)                             # the padding row / column cropped
+        return rows[k], cols[k], vals[k]
+    def csr(self) -> torch.Tensor: return csr32(*self.entries(), (self.d_out, self.d_in))   # ΔW, CSR, ≤ 4n entries, int32 indices
+    def decode_reads(self): return csr_reads(*self.entries()[:2], (self.d_out, self.d_in))   # what one token's mat-vec reads
 
     def forward(self, x, y):
         if not grad_wanted(self):                                                # inference: one sparse product, ≤ 4n MACs/token
