@@ -92,7 +92,7 @@ class LoHa(Variant):
         if decoding(self) and x.numel() == self.d_in and self.factored(1):    # one token, eval: 7 tensor ops, all 2-D
             A1, A2t, sB1, B2 = cached(self, "M", self.decode_factors, reads=(self.B1, self.A1, self.B2, self.A2))
             M = (A1 * (x.reshape(-1) if x.dtype == A1.dtype else x.reshape(-1).to(A1.dtype))) @ A2t   # (r, r): M = A₁ diag(x) A₂ᵀ
-            d = ((sB1 @ M) * B2).sum(-1)                                       # s·rowsum((B₁M) ⊙ B₂), (d_out,)
+            d = (sB1 @ M).mul_(B2).sum(-1)                                     # s·rowsum((B₁M) ⊙ B₂), (d_out,): ⊙ in place
             return y + d if y.dtype == d.dtype else (y + d).to(y.dtype)        # broadcasts to y's (1, .., 1, d_out)
         p = self.cfg.module_dropout
         if self.training and p and torch.rand(()) < p: return y                # skip the adapter this step
