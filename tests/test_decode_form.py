@@ -12,7 +12,8 @@ LAYER = [("adalora", False), ("delora", False), ("dora", False), ("dora", True),
 MODEL = [("adamss", {}, "decode"), ("adamss", dict(bias=True), "decode"),       # (variant, config beyond `example`, cache key)
          ("bdlora", {}, "decode"), ("bdlora", dict(target_names=("q_proj", "k_proj", "v_proj", "o_proj", "down_proj"), match_strict=False), "decode"),
          *[("deft", kw, "decode") for kw in ({}, dict(para=True), dict(decomposition_method="qr"), dict(bias=True), dict(bias=True, para=True))],
-         ("gralora", {}, "PQ"), ("gralora", dict(hybrid_r=2), "PQ"),
+         ("gralora", {}, "PQ"), ("gralora", dict(hybrid_r=2), "PQ"), ("loha", {}, "M"),
+         ("lokr", {}, "decode"), ("lokr", dict(r=2, decompose_both=True), "decode"), ("c3a", dict(init_weights="gaussian"), "decode"),
          *[("miss", kw, None) for kw in ({}, dict(init_weights=True), dict(init_weights=True, r=12), dict(init_weights="mini", mini_r=4))],
          ("pvera", {}, "PtQt"), ("waveft", {}, "csr"), ("waveft", dict(use_idwt=False), "csr")]
 DTYPES = [torch.float32, torch.bfloat16]

@@ -117,3 +117,21 @@ def test_plain_lora_folder_still_imports_as_lora(ids, tmp_path):
     pm = peft.get_peft_model(tiny_qwen3(), peft.LoraConfig(r=4, target_modules=["q_proj"]))
     pm.save_pretrained(tmp_path)
     assert ll.from_peft(tiny_qwen3(), tmp_path).variant == "lora"
+
+
+@pytest.mark.parametrize("pad_max", [0, 1 << 16], ids=["blocks", "padded"])
+def test_inference_forms_equal_training_form(pad_max, monkeypatch):
+    "Both inference forms (block-diagonal factor as its blocks, or made dense: `padded`) equal the training form, one token and a prompt."
+    monkeypatch.setattr(ll.BdLoRA, "pad_max", pad_max)
+    m = tiny_qwen3()
+    ll.attach(m, ll.BdLoRAConfig(r=8, nblocks=4, target_names=tuple(MLP_ATTN)))
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.requires_grad: p.add_(0.2 * torch.randn(p.shape, generator=g))
+    m.eval()
+    assert all(l.padded() == (pad_max > 0) for l in ll.adapter_layers(m).values())
+    for ids in (torch.randint(0, 128, (1, 1)), torch.randint(0, 128, (2, 5))):
+        with torch.no_grad(): dec = m(ids).logits
+        ref = m(ids).logits                                                  # gradients wanted: the training form
+        assert (dec - ref).abs().max() <= 1e-5 * ref.abs().max()

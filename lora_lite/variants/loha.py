@@ -85,14 +85,14 @@ class LoHa(Variant):
     def _dense(self): return _Hadamard.apply(self.B1, self.A1, self.B2, self.A2, self.scale)
 
     def decode_factors(self) -> tuple:
-        "(A₂, A₁ᵀ view, (sB₁)ᵀ, B₂ᵀ) row-major (r, d_out): the one-token form's factors, the scale folded."
-        return self.A2, self.A1.T, (self.scale * self.B1).T.contiguous(), self.B2.T.contiguous()
+        "(A₁, A₂ᵀ, sB₁, B₂) row-major: the one-token form's factors, the scale folded into B₁."
+        return self.A1, self.A2.T.contiguous(), self.scale * self.B1, self.B2
 
     def forward(self, x, y):
-        if decoding(self) and x.numel() == self.d_in and self.factored(1):    # one token, eval: 6 tensor ops
-            A2, A1t, sB1t, B2t = cached(self, "M", self.decode_factors, reads=(self.B1, self.A1, self.B2, self.A2))
-            Mt = (A2 * (x if x.dtype == A2.dtype else x.to(A2.dtype))) @ A1t  # (.., r, r): Mᵀ = A₂ diag(x) A₁ᵀ
-            d = ((Mt @ sB1t) * B2t).sum(-2)                                    # s·rowsum((B₁M) ⊙ B₂), (.., d_out)
+        if decoding(self) and x.numel() == self.d_in and self.factored(1):    # one token, eval: 7 tensor ops, all 2-D
+            A1, A2t, sB1, B2 = cached(self, "M", self.decode_factors, reads=(self.B1, self.A1, self.B2, self.A2))
+            M = (A1 * (x.reshape(-1) if x.dtype == A1.dtype else x.reshape(-1).to(A1.dtype))) @ A2t   # (r, r): M = A₁ diag(x) A₂ᵀ
+            d = (sB1 @ M).mul_(B2).sum(-1)                                     # s·rowsum((B₁M) ⊙ B₂), (d_out,): ⊙ in place
             return y + d if y.dtype == d.dtype else (y + d).to(y.dtype)        # broadcasts to y's (1, .., 1, d_out)
         p = self.cfg.module_dropout
         if self.training and p and torch.rand(()) < p: return y                # skip the adapter this step

@@ -110,9 +110,9 @@ class LoKr(Variant):
         return [M.contiguous() for M in R], [M.contiguous() for M in L]
 
     def decode(self, x, y):
-        "y + vec(s·C X Dᵀ), X = x as (m, n), from the cached factors: a reshape, the products, a view and the add."
+        "y + vec(s·C X Dᵀ), X = x as (m, n), from the cached factors: a view of x, the products, a view and the add."
         R, L = cached(self, "decode", self.decode_factors, reads=tuple(self._parameters.values()))
-        Z = x.reshape(*x.shape[:-1], L[-1].shape[1], -1)                          # (..., m, n)
+        Z = x.reshape(*(() if x.numel() == self.d_in else x.shape[:-1]), L[-1].shape[1], -1)   # (..., m, n); one token (m, n): 2-D products
         if Z.dtype != R[0].dtype: Z = Z.to(R[0].dtype)
         for M in R: Z = Z @ M                                                     # (..., m, k)
         for M in reversed(L): Z = M @ Z                                           # (..., l, k)
