@@ -261,72 +261,64 @@ def _import_warmup(args):
         try: attach_peft(qwen3(64, 1, 128, 64, head_dim=16), name, args, calib_batches(128)); return
         except Exception: pass
 
-MARK = "speed.py measured step"
+BUILT, MARK = "speed.py model built", "speed.py measured step"
 
-def profiled_memory(setup, warmup=2) -> dict:
-    """Exact CPU tensor memory of a training step: `setup()` builds what the step needs and returns the step (a callable);
-    it runs `warmup` times, then once more, all under torch's profiler with `profile_memory=True`. The CPU allocator then
-    reports every allocation and free made while profiling as a "[memory]" event whose "Total Allocated" is the running total
-    of the bytes allocated since profiling began that are still live (a free of a block allocated before is not counted).
-    Returns, in bytes, "held": live just before the measured step (what `setup` and the warm-up steps left: adapter tensors,
-    optimizer state, the batch), and "step": the maximum over the measured step = every tensor byte live at the step's peak
-    that was allocated since `setup` began: activations and saved tensors, gradients, temporaries, plus the held bytes.
-    It does not count the allocator's caching or fragmentation, nor Python objects and library code (not tensors), nor
-    anything allocated before profiling (the base model). Deterministic: the same code gives the same bytes on every run.
-    Exact once per process: a block allocated under an earlier profiling session and freed under this one would be
-    subtracted, so `mem_worker` measures in a fresh process."""
+def profiled_memory(build, attach, warmup=2) -> dict:
+    """Exact CPU tensor memory of a training step. Under torch's profiler with `profile_memory=True`: `build()` makes the
+    model, `attach(model)` adapts it and returns the step (a callable), which runs `warmup` times and then once more. The
+    CPU allocator reports every allocation and free of a block made while profiling as a "[memory]" event with the running
+    total of live bytes ("Total Allocated"). Returns, in bytes: "model", live once `build` returned (the base model);
+    relative to that, "held", live just before the measured step (what attaching and the warm-up steps left: adapter
+    tensors, optimizer state, the batch; minus any base weight the adapter replaced), and "step", the maximum over the
+    measured step: every tensor byte live at the step's peak beyond the model (activations and saved tensors, gradients,
+    temporaries, plus the held bytes). Not counted: the allocator's caching and fragmentation, Python objects and code
+    (not tensors), and the frees of blocks allocated before profiling began (the profiler does not know their size; a
+    one-line C++ warning says so). Deterministic: the same code gives the same bytes on every run. Once per process:
+    the running total is not reset between two profiling sessions, so `mem_worker` measures in a fresh process."""
     import tempfile
     from torch.profiler import ProfilerActivity, profile, record_function
-    with warnings.catch_warnings():     # freeing a block allocated before profiling: "Memory block of unknown size ..."
-        warnings.filterwarnings("ignore", message="Memory block of unknown size")
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            step = setup()
-            for _ in range(warmup): step()
-            with record_function(MARK): step()
+    gc.collect()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        model = build(); gc.collect()
+        with record_function(BUILT): pass
+        step = attach(model)
+        for _ in range(warmup): step()
+        with record_function(MARK): step()
     with tempfile.TemporaryDirectory() as d:                       # the trace's events carry the allocator's running totals
         prof.export_chrome_trace(str(Path(d) / "t.json")); ev = json.loads((Path(d) / "t.json").read_text())["traceEvents"]
-    mark = next(e for e in ev if e.get("name") == MARK)
-    t0, t1 = mark["ts"], mark["ts"] + mark["dur"]
+    at = lambda name: next((e["ts"], e["ts"] + e["dur"]) for e in ev if e.get("name") == name)
+    (b, _), (t0, t1) = at(BUILT), at(MARK)
     mem = sorted((e["ts"], e["args"]["Total Allocated"], e["args"]["Bytes"]) for e in ev if e.get("name") == "[memory]")
-    zero = mem[0][1] - mem[0][2] if mem else 0     # the running total is not reset between two profiling sessions of a process
-    mem = [(t, a - zero) for t, a, _ in mem]
-    held = max([0] + [a for t, a in mem if t < t0][-1:])
-    return {"held": held, "step": max([held] + [a for t, a in mem if t0 <= t <= t1])}
-
-def tensor_bytes(module) -> int:
-    "Bytes of `module`'s parameters and buffers (each storage once)."
-    st = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in (*module.parameters(), *module.buffers())}
-    return sum(st.values())
+    zero = mem[0][1] - mem[0][2] if mem else 0      # the running total at the session's start (not reset between sessions)
+    last = lambda t: max([0] + [a - zero for ts, a, _ in mem if ts < t][-1:])
+    model = last(b); held = last(t0) - model
+    return {"model": model, "held": held, "step": max([held] + [a - zero - model for ts, a, _ in mem if t0 <= ts <= t1])}
 
 def mem_worker(args):
     """Step memory of configuration args.mem_worker, in this fresh process, printed as JSON (MB). CPU: exact, from the
-    allocator's events (`profiled_memory`): step_mb = the tensor bytes live at the measured step's peak that were allocated
-    after the base model was built; peak_mb = that + the base model's tensors; held_mb = the part already live before the
-    step. (The process' peak RSS, measured here until 2026-12-04, is gone: under the profiler it also counts the profiler's
-    event buffers, which grow with the number of ops.) GPU: torch.cuda.max_memory_allocated, and that minus the memory
-    allocated just after the base model is built."""
+    allocator's events (`profiled_memory`): step_mb = the tensor bytes live at the measured step's peak beyond the built
+    base model's; peak_mb = that + the model's; held_mb = the part already live before the step. (The process' peak RSS,
+    measured here until 2026-12-04, is gone: it wandered ~1 MB between identical runs, and under the profiler it would
+    also count the profiler's event buffers, which grow with the number of ops.) GPU: torch.cuda.max_memory_allocated, and
+    that minus the memory allocated just after the base model is built."""
     torch.set_num_threads(args.threads)
     if args.mem_worker != "base": _import_warmup(args)
-    base = step_model(args)
-    gc.collect()
-    def setup():
-        r = Runner(args.mem_worker, base, args, copy_base=False)   # adapt the built model itself: no second copy
-        return r.step
+    attach = lambda base: Runner(args.mem_worker, base, args, copy_base=False).step   # adapt the built model: no copy
     if args.device.startswith("cuda"):
+        base = step_model(args); gc.collect()
         torch.cuda.synchronize(); before = torch.cuda.memory_allocated() / 2**20
         torch.cuda.reset_peak_memory_stats()
-        step = setup()
+        step = attach(base)
         for _ in range(3): step()
         sync(args.device); peak = torch.cuda.max_memory_allocated() / 2**20
         return print(json.dumps({"peak_mb": peak, "step_mb": peak - before}))
-    mb = tensor_bytes(base)
-    m = profiled_memory(setup)
-    print(json.dumps({"peak_mb": (mb + m["step"]) / 2**20, "step_mb": m["step"] / 2**20, "held_mb": m["held"] / 2**20}))
+    m = profiled_memory(lambda: step_model(args), attach)
+    print(json.dumps({"peak_mb": (m["model"] + m["step"]) / 2**20, "step_mb": m["step"] / 2**20, "held_mb": m["held"] / 2**20}))
 
 def mem_run(k, args):
     "`mem_worker`'s result for configuration k, from a fresh process; None (and its error printed) if it failed."
     cmd = [sys.executable, __file__, "--mem-worker", k] + _size_flags(args)
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "TORCH_CPP_LOG_LEVEL": "ERROR"})
     if res.returncode:
         print(f"  memory worker {k} failed:\n{res.stderr[-1500:]}", flush=True); return None
     return json.loads(res.stdout.strip().splitlines()[-1])

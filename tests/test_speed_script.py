@@ -41,16 +41,21 @@ def test_decode_base_row_shares_the_lora_lite_rows_weights():
 
 
 def test_profiled_memory_counts_the_bytes_live_at_the_steps_peak():
-    kept = torch.zeros(1000)                                         # allocated before profiling: not counted
     sizes = {}
-    def setup():
-        w = torch.zeros(1000)                                        # held across steps (as an adapter's tensor)
+    def build():                                                     # the "model": two blocks, one replaced by attach
+        return {"w": torch.zeros(500), "v": torch.zeros(300)}
+    def attach(m):
+        m["v"] = torch.zeros(700)                                    # a replaced base tensor counts as its net change
+        a = torch.zeros(1000)                                        # held across steps (as an adapter's tensor)
         def step():
-            t = torch.ones(3000, dtype=torch.float64); u = t + t     # the step's peak: w, t and u live at once
-            sizes.update(w=w.nbytes, t=t.nbytes, u=u.nbytes, kept=kept.nbytes)
+            t = torch.ones(3000, dtype=torch.float64); u = t + t     # the step's peak: t and u live at once
+            sizes.update(t=t.nbytes, u=u.nbytes)
+            return a
+        sizes.update(a=a.nbytes, v=m["v"].nbytes - 300 * 4)
         return step
-    m = speed.profiled_memory(setup)
-    assert m["held"] == sizes["w"] and m["step"] == sizes["w"] + sizes["t"] + sizes["u"]
+    m = speed.profiled_memory(build, attach)
+    assert m["model"] == (500 + 300) * 4 and m["held"] == sizes["a"] + sizes["v"]
+    assert m["step"] == m["held"] + sizes["t"] + sizes["u"]
 
 
 def test_step_memory_is_exact_and_grows_with_the_batch():
