@@ -6,6 +6,7 @@
     python benchmarks/speed.py --decode-only   # only the decode section (~15 min alone on a 2-core CPU), merged into the JSON
     python benchmarks/speed.py --decode-only --only lora hira --update benchmarks/results/speed_cpu.json   # re-measure decode rows
     python benchmarks/speed.py --only fourierft lora --skip memory init breaks decode   # a subset (writes speed_cpu_partial.json)
+    python benchmarks/speed.py --skip step flops layer init breaks decode --update benchmarks/results/speed_cpu.json   # memory only
 
 Configurations come from the registry, nothing here lists methods: every registered variant is timed with the GSM8K
 paper preset's adapter config (`--config bench`: r=32, α=64 ⊕ the variant's `bench`; or `default` / `example`), falling
@@ -29,13 +30,17 @@ Method
 - Timing is interleaved: each round runs one step of every configuration (order rotated each round), after
   warm-up steps; we report the median over rounds (>= 9). A step-time ratio A ÷ B is the median over rounds of
   (A's step ÷ B's step in that round): paired, so a slow drift of the machine's speed cancels.
-- Peak memory: one subprocess per configuration (same sizes, 2 steps; glibc's mmap threshold fixed so freed
-  memory goes back to the OS at once and repeat runs agree within 1 MB): peak RSS (VmHWM) on CPU, and
-  `torch.cuda.max_memory_allocated` on GPU. We also report "step memory" = peak minus the memory held just
-  after the base model is built (activations, gradients, adapter tensors, optimizer state): the part an
-  adapter can change; the process' fixed cost (Python, torch, the weights) would only dilute the ratios.
-  Each adapted worker first runs the PEFT export/import path on a throwaway 64-wide model, so that both sides'
-  processes have imported the same code before the baseline is read (from_pretrained's imports are ~50 MB).
+- Step memory: one subprocess per configuration (same sizes): the base model is built, then the adapter is attached and
+  3 steps run (2 warm-up + the measured one). On CPU the measure is exact (`profiled_memory`): under torch's profiler
+  with `profile_memory=True` the CPU allocator reports every allocation and free, with the running total of live bytes
+  allocated since profiling began (from just after the base model is built). "Step memory" = that total's maximum
+  over the measured step: every tensor byte live at the step's peak that the adapter and the steps allocated
+  (activations and saved tensors, gradients, temporaries, adapter tensors, optimizer state, the batch); not the
+  allocator's caching, Python objects or code, nor the base's weights. The same code gives the same bytes on every run
+  (the peak RSS used before wandered ~1 MB between identical runs, which hid ratios within 0.3 % of 1). "Peak" = step
+  memory + the base model's tensors. On GPU: `torch.cuda.max_memory_allocated`, step = that minus the memory allocated
+  just after the base model is built. Each adapted worker first runs the PEFT export/import path on a throwaway
+  64-wide model, so both sides have imported the same code before the measure starts.
 - Prediction of the hook overhead: matmul/attention FLOPs of one step counted by torch's FlopCounterMode
   (batch 1; the ratio does not depend on the batch), adapter ÷ base.
 - Init: attach time of the SVD-based variants on Qwen3-0.6B-sized layers (q_proj 1024->2048, v_proj 1024->1024,
@@ -248,53 +253,80 @@ def layer_overhead(args, rounds=40, calls=5):
             "min_ratio": min(t["ll"]) / min(t["peft"]), "rounds": rounds}
 
 # ------------------------------------------------------------------ peak memory (one subprocess per configuration)
-def _rss_mb():
-    with open("/proc/self/statm") as f: return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-def _hwm_mb():
-    "Peak RSS of this process (VmHWM). Not ru_maxrss: after fork+exec that still counts the parent's peak."
-    with open("/proc/self/status") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
-
 def _import_warmup(args):
-    """Run the PEFT export/import path once on a throwaway 64-wide model, so both sides' processes hold the same modules
-    (PeftModel.from_pretrained imports ~50 MB of code that would otherwise count as PEFT's step memory)."""
+    """Run the PEFT export/import path once on a throwaway 64-wide model, so both sides' processes have imported the same
+    modules (and made any module-level tensors) before the measure begins."""
     v = args.mem_worker.split(":")[-1]
     for name in (v, "lora"):
         try: attach_peft(qwen3(64, 1, 128, 64, head_dim=16), name, args, calib_batches(128)); return
         except Exception: pass
 
+BUILT, MARK = "speed.py model built", "speed.py measured step"
+
+def profiled_memory(build, attach, warmup=2) -> dict:
+    """Exact CPU tensor memory of a training step. Under torch's profiler with `profile_memory=True`: `build()` makes the
+    model, `attach(model)` adapts it and returns the step (a callable), which runs `warmup` times and then once more. The
+    CPU allocator reports every allocation and free of a block made while profiling as a "[memory]" event with the running
+    total of live bytes ("Total Allocated"). Returns, in bytes: "model", live once `build` returned (the base model);
+    relative to that, "held", live just before the measured step (what attaching and the warm-up steps left: adapter
+    tensors, optimizer state, the batch; minus any base weight the adapter replaced), and "step", the maximum over the
+    measured step: every tensor byte live at the step's peak beyond the model (activations and saved tensors, gradients,
+    temporaries, plus the held bytes). Not counted: the allocator's caching and fragmentation, Python objects and code
+    (not tensors), and the frees of blocks allocated before profiling began (the profiler does not know their size; a
+    one-line C++ warning says so). Deterministic: the same code gives the same bytes on every run. Once per process:
+    the running total is not reset between two profiling sessions, so `mem_worker` measures in a fresh process."""
+    import tempfile
+    from torch.profiler import ProfilerActivity, profile, record_function
+    gc.collect()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        model = build(); gc.collect()
+        with record_function(BUILT): pass
+        step = attach(model)
+        for _ in range(warmup): step()
+        with record_function(MARK): step()
+    with tempfile.TemporaryDirectory() as d:                       # the trace's events carry the allocator's running totals
+        prof.export_chrome_trace(str(Path(d) / "t.json")); ev = json.loads((Path(d) / "t.json").read_text())["traceEvents"]
+    at = lambda name: next((e["ts"], e["ts"] + e["dur"]) for e in ev if e.get("name") == name)
+    (b, _), (t0, t1) = at(BUILT), at(MARK)
+    mem = sorted((e["ts"], e["args"]["Total Allocated"], e["args"]["Bytes"]) for e in ev if e.get("name") == "[memory]")
+    zero = mem[0][1] - mem[0][2] if mem else 0      # the running total at the session's start (not reset between sessions)
+    last = lambda t: max([0] + [a - zero for ts, a, _ in mem if ts < t][-1:])
+    model = last(b); held = last(t0) - model
+    return {"model": model, "held": held, "step": max([held] + [a - zero - model for ts, a, _ in mem if t0 <= ts <= t1])}
+
 def mem_worker(args):
+    """Step memory of configuration args.mem_worker, in this fresh process, printed as JSON (MB). CPU: exact, from the
+    allocator's events (`profiled_memory`): step_mb = the tensor bytes live at the measured step's peak beyond the built
+    base model's; peak_mb = that + the model's; held_mb = the part already live before the step. (The process' peak RSS,
+    measured here until 2026-12-04, is gone: it wandered ~1 MB between identical runs, and under the profiler it would
+    also count the profiler's event buffers, which grow with the number of ops.) GPU: torch.cuda.max_memory_allocated, and
+    that minus the memory allocated just after the base model is built."""
     torch.set_num_threads(args.threads)
     if args.mem_worker != "base": _import_warmup(args)
-    base = step_model(args)
-    gc.collect()
+    attach = lambda base: Runner(args.mem_worker, base, args, copy_base=False).step   # adapt the built model: no copy
     if args.device.startswith("cuda"):
+        base = step_model(args); gc.collect()
         torch.cuda.synchronize(); before = torch.cuda.memory_allocated() / 2**20
         torch.cuda.reset_peak_memory_stats()
-    else: before = _rss_mb()
-    r = Runner(args.mem_worker, base, args, copy_base=False)   # adapt the built model itself: no second copy
-    for _ in range(2): r.step()
-    sync(args.device)
-    if args.device.startswith("cuda"): peak = torch.cuda.max_memory_allocated() / 2**20
-    else: peak = _hwm_mb()
-    print(json.dumps({"peak_mb": peak, "step_mb": peak - before}))
+        step = attach(base)
+        for _ in range(3): step()
+        sync(args.device); peak = torch.cuda.max_memory_allocated() / 2**20
+        return print(json.dumps({"peak_mb": peak, "step_mb": peak - before}))
+    m = profiled_memory(lambda: step_model(args), attach)
+    print(json.dumps({"peak_mb": (m["model"] + m["step"]) / 2**20, "step_mb": m["step"] / 2**20, "held_mb": m["held"] / 2**20}))
 
-# glibc otherwise raises its mmap threshold as the process runs and keeps freed blocks mapped: the peak RSS of two
-# identical runs then differed by up to 25 MB. A fixed threshold returns every freed block >= 64 KiB to the OS at once,
-# so the peak RSS tracks the peak of live tensors (repeat runs agree within 1 MB).
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+def mem_run(k, args):
+    "`mem_worker`'s result for configuration k, from a fresh process; None (and its error printed) if it failed."
+    cmd = [sys.executable, __file__, "--mem-worker", k] + _size_flags(args)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "TORCH_CPP_LOG_LEVEL": "ERROR"})
+    if res.returncode:
+        print(f"  memory worker {k} failed:\n{res.stderr[-1500:]}", flush=True); return None
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 def measure_memory(args, keys):
-    "Peak memory of each configuration in its own process; `--mem-jobs` processes at a time (memory, not speed)."
+    "Step memory of each configuration in its own process (`mem_worker`); `--mem-jobs` processes at a time (exact: no timing)."
     from concurrent.futures import ThreadPoolExecutor
-    def one(k):
-        cmd = [sys.executable, __file__, "--mem-worker", k] + _size_flags(args)
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, **MALLOC_ENV})
-        if res.returncode:
-            print(f"  memory worker {k} failed:\n{res.stderr[-1500:]}", flush=True); return None
-        return json.loads(res.stdout.strip().splitlines()[-1])
-    with ThreadPoolExecutor(args.mem_jobs if args.device == "cpu" else 1) as ex: res = list(ex.map(one, keys))
+    with ThreadPoolExecutor(args.mem_jobs if args.device == "cpu" else 1) as ex: res = list(ex.map(lambda k: mem_run(k, args), keys))
     out = {k: r for k, r in zip(keys, res) if r is not None}
     for k, v in out.items(): print(f"  {k}: peak {v['peak_mb']:.0f} MB, step {v['step_mb']:.0f} MB", flush=True)
     return out
@@ -546,11 +578,25 @@ def paired(ta, tb):
     "Median over rounds of ta[i] / tb[i]: each round's two steps ran close in time, so slow drifts of the machine cancel."
     return med([a / b for a, b in zip(ta, tb)]) if ta and tb else None
 
+def div(a, b): return (a / b) if (a is not None and b) else None
+
+MEM_FIELDS = ("ll_over_peft_stepmem", "ll_over_peft_peak", "over_lora_stepmem", "over_lora_peak", "over_base_stepmem")
+
+def mem_ratios(mem, v) -> dict:
+    "Variant v's row fields from the memory section `mem` ({key: {step_mb, peak_mb}}): its step memory and peak ÷ PEFT's, LoRA's, the base's."
+    mm = {k: x["step_mb"] for k, x in (mem or {}).items()}
+    pk = {k: x["peak_mb"] for k, x in (mem or {}).items()}
+    k, p = f"ll:{v}", f"peft:{v}"
+    return {"ll_over_peft_stepmem": div(mm.get(k), mm.get(p)), "ll_over_peft_peak": div(pk.get(k), pk.get(p)),
+            "over_lora_stepmem": div(mm.get(k), mm.get("ll:lora")), "over_lora_peak": div(pk.get(k), pk.get("ll:lora")),
+            "over_base_stepmem": div(mm.get(k), mm.get("base"))}
+
+MEASURE = {"cpu": "exact tensor bytes from the CPU allocator's events under torch.profiler (speed.py profiled_memory): step = live "
+                  "at the measured step's peak and allocated after the base model was built; peak = step + the model's tensors",
+           "cuda": "torch.cuda.max_memory_allocated; step = that minus the memory allocated after the base model was built"}
+
 def build_report(args, keys, step_t, flops, mem, init_t, breaks, wall):
     ms = {k: med(v) * 1e3 for k, v in step_t.items()}
-    mm = {k: v["step_mb"] for k, v in mem.items()} if mem else {}
-    pk = {k: v["peak_mb"] for k, v in mem.items()} if mem else {}
-    div = lambda a, b: (a / b) if (a is not None and b) else None
     pr = lambda a, b: paired(step_t.get(a), step_t.get(b))
     rows = []
     for k in keys:
@@ -559,13 +605,9 @@ def build_report(args, keys, step_t, flops, mem, init_t, breaks, wall):
         p = f"peft:{v}"
         rows.append({"variant": v, "config": CONFIGS.get(v, (None,))[0],
                      "ll_ms": ms.get(k), "peft_ms": ms.get(p),
-                     "ll_over_peft_step": pr(k, p),
-                     "ll_over_peft_stepmem": div(mm.get(k), mm.get(p)), "ll_over_peft_peak": div(pk.get(k), pk.get(p)),
-                     "over_lora_step": pr(k, "ll:lora"), "over_lora_stepmem": div(mm.get(k), mm.get("ll:lora")),
-                     "over_lora_peak": div(pk.get(k), pk.get("ll:lora")),
+                     "ll_over_peft_step": pr(k, p), "over_lora_step": pr(k, "ll:lora"),
                      "over_base_step": pr(k, "base"), "peft_over_base_step": pr(p, "base"),
-                     "over_base_flops_predicted": div(flops.get(k), flops.get("base")),
-                     "over_base_stepmem": div(mm.get(k), mm.get("base"))})
+                     "over_base_flops_predicted": div(flops.get(k), flops.get("base")), **mem_ratios(mem, v)})
     init = {k: med(v) for k, v in init_t.items()} if init_t else {}
     init_ratios = {m: div(init.get(f"ll:{m}"), init.get(f"peft:{m}")) for m in ("lora", "pissa", "pissa_niter4")} if init else {}
     return {"meta": {"device": args.device, "threads": torch.get_num_threads(), "clock": args.clock, "torch": torch.__version__,
@@ -576,7 +618,7 @@ def build_report(args, keys, step_t, flops, mem, init_t, breaks, wall):
                      "adapter": {"config": args.config, "configs": dict(CONFIGS)}, "failed": dict(FAILED),
                      "repeats": args.repeats, "warmup": args.warmup, "init_repeats": args.init_repeats,
                      "init_model": {"hidden": 1024, "q_proj": "1024->2048", "v_proj": "1024->1024", "blocks": args.init_blocks},
-                     "quick": args.quick, "wall_s": wall},
+                     "quick": args.quick, "wall_s": wall, "memory": MEASURE["cuda" if args.device.startswith("cuda") else "cpu"]},
             "step_ms": {k: {"median": ms[k], "all": [t * 1e3 for t in step_t[k]]} for k in step_t},
             "flops": flops, "memory_mb": mem, "init_s": {k: {"median": init[k], "all": init_t[k]} for k in init},
             "init_ratios": init_ratios, "rows": rows, "graph_breaks": breaks, "goals": goals_of(rows, init_ratios)}
@@ -595,24 +637,38 @@ def goals_of(rows, init_ratios) -> list:
     if "dora" in byv:
         goal("DoRA step ÷ lora_lite LoRA step", byv["dora"]["over_lora_step"], 1.15)
         goal("DoRA peak memory ÷ LoRA's (step memory)", byv["dora"]["over_lora_stepmem"], 1.05)
-        goal("DoRA peak memory ÷ LoRA's (process peak)", byv["dora"]["over_lora_peak"], 1.05)
+        goal("DoRA peak memory ÷ LoRA's (model + step)", byv["dora"]["over_lora_peak"], 1.05)
     for m in ("pissa", "pissa_niter4"):
         if init_ratios.get(m) is not None: goal(f"PiSSA init ({m}): lora_lite ÷ PEFT", init_ratios[m], 1.00)
     return goals
 
 def update_rows(path, rep, variants):
-    """Replace, in the full run's results file `path`, the step rows (time, memory, FLOPs) of `variants` by this run's
-    (which timed them next to the base and LoRA after a code change); the goals are recomputed and meta.updated says so."""
+    """Merge this run into the full run's results file `path`. Step section (when this run timed steps): the step rows' time
+    and FLOP fields and step_ms/flops of `variants` (timed next to the base and LoRA after a code change) replace the old.
+    Memory section (when this run measured it): every configuration it measured replaces the old entry (memory is exact
+    and needs no reference run, so a memory-only run — `--skip step flops ...` — leaves every step time as it was), and
+    every row's memory ratios are recomputed from the merged memory_mb. The goals are recomputed; meta.updated says what."""
     old = json.loads(Path(path).read_text())
+    timed, mem = bool(rep.get("step_ms")), rep.get("memory_mb") or {}
     mine = {r["variant"]: r for r in rep["rows"] if r["variant"] in variants}
-    old["rows"] = [mine.get(r["variant"], r) for r in old["rows"]]
-    keys = [k for k in rep["step_ms"] if k.split(":")[-1] in variants]
-    for part in ("step_ms", "flops", "memory_mb"):
-        old.setdefault(part, {}).update({k: rep[part][k] for k in keys if k in (rep.get(part) or {})})
+    keep = lambda r: {f: x for f, x in r.items() if f in MEM_FIELDS}
+    if timed:
+        rows = {r["variant"]: r for r in old["rows"]}
+        for v, r in mine.items(): rows[v] = {**r, **keep(rows.get(v, {}))}
+        old["rows"] = list(rows.values())
+        keys = [k for k in rep["step_ms"] if k.split(":")[-1] in variants]
+        for part in ("step_ms", "flops"):
+            old.setdefault(part, {}).update({k: rep[part][k] for k in keys if k in (rep.get(part) or {})})
+    if mem:
+        old.setdefault("memory_mb", {}).update(mem)
+        old["meta"]["memory"] = rep["meta"].get("memory")
+        for r in old["rows"]: r.update(mem_ratios(old["memory_mb"], r["variant"]))
     old["goals"] = goals_of(old["rows"], old.get("init_ratios", {}))
     add_layer_goal(old)
-    old["meta"].setdefault("updated", []).append({"variants": sorted(mine), "date": rep["meta"]["date"], "repeats": rep["meta"]["repeats"],
-                                                  "why": "re-measured after a code change, in a run with the base and LoRA"})
+    what = (["step time"] if timed else []) + (["memory"] if mem else [])
+    old["meta"].setdefault("updated", []).append({"variants": sorted(mine) if timed else sorted({k.split(":")[-1] for k in mem}),
+                                                  "sections": what, "date": rep["meta"]["date"], "repeats": rep["meta"]["repeats"],
+                                                  "why": "re-measured after a code change" + (", in a run with the base and LoRA" if timed else "")})
     Path(path).write_text(json.dumps(old, indent=1))
     return old
 
@@ -714,7 +770,7 @@ def main(argv=None):
     flops = {} if "flops" in args.skip else count_flops(args, keys)
     layer = layer_overhead(args) if "ll:lora" in keys and "layer" not in args.skip else {}
     if layer: print(f"one LoRA layer fwd+bwd: lora_lite {layer['ll_ms']:.2f} ms, PEFT {layer['peft_ms']:.2f} ms", flush=True)
-    print("peak memory (subprocess per configuration):", flush=True)
+    print("step memory (a subprocess per configuration):", flush=True)
     mem = {} if "memory" in args.skip else measure_memory(args, keys)
     print("init time:", flush=True)
     init_t = {} if "init" in args.skip else time_init(args)
@@ -724,8 +780,9 @@ def main(argv=None):
     rep["layer"] = layer
     add_layer_goal(rep)
     if args.update:
-        rep = update_rows(args.update, rep, [v for v in args.only if v not in ("lora",)] or args.only)
-        print_report(rep); return print(f"\nupdated the rows of {', '.join(args.only)} in {args.update}")
+        only = args.only or variants(args)
+        rep = update_rows(args.update, rep, [v for v in only if v not in ("lora",)] or only)
+        print_report(rep); return print(f"\nupdated the rows of {', '.join(args.only or ['every variant'])} in {args.update}")
     if "decode" not in args.skip:
         print("decode (per-token time):", flush=True)
         rep["decode"] = time_decode(args)

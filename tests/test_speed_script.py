@@ -1,5 +1,5 @@
 """benchmarks/speed.py's bookkeeping (no timing): a decode re-measure replaces only the rows it timed; the decode rows'
-adapters are moved off init."""
+adapters are moved off init; the exact step-memory measure (allocator events) and a memory-only re-measure's update."""
 import json, sys
 from pathlib import Path
 import torch
@@ -38,3 +38,56 @@ def test_decode_base_row_shares_the_lora_lite_rows_weights():
     ptr = lambda mod: {n: p.data_ptr() for n, p in mod.named_parameters() if "ll_" not in n}
     assert ptr(b) == ptr(m) == ptr(base)                       # one copy of the weights: the pairs stream the same memory
     assert not any("ll_" in n for n, _ in b.named_parameters())
+
+
+def test_profiled_memory_counts_the_bytes_live_at_the_steps_peak():
+    sizes = {}
+    def build():                                                     # the "model": two blocks, one replaced by attach
+        return {"w": torch.zeros(500), "v": torch.zeros(300)}
+    def attach(m):
+        m["v"] = torch.zeros(700)                                    # a replaced base tensor counts as its net change
+        a = torch.zeros(1000)                                        # held across steps (as an adapter's tensor)
+        def step():
+            t = torch.ones(3000, dtype=torch.float64); u = t + t     # the step's peak: t and u live at once
+            sizes.update(t=t.nbytes, u=u.nbytes)
+            return a
+        sizes.update(a=a.nbytes, v=m["v"].nbytes - 300 * 4)
+        return step
+    m = speed.profiled_memory(build, attach)
+    assert m["model"] == (500 + 300) * 4 and m["held"] == sizes["a"] + sizes["v"]
+    assert m["step"] == m["held"] + sizes["t"] + sizes["u"]
+
+
+def test_step_memory_is_exact_and_grows_with_the_batch():
+    class A: hidden, layers, seq, vocab, device, threads, config, batch = 64, 1, 32, 128, "cpu", 1, "example", 1
+    one, again = speed.mem_run("ll:lora", A), speed.mem_run("ll:lora", A)
+    A.batch = 2
+    two = speed.mem_run("ll:lora", A)
+    assert one == again                                              # two fresh processes, the same bytes
+    assert two["step_mb"] > one["step_mb"] and two["peak_mb"] - two["step_mb"] == one["peak_mb"] - one["step_mb"]  # same model
+
+
+def test_memory_only_update_keeps_step_times(tmp_path):
+    row = lambda v, t: {"variant": v, "config": "bench", "ll_ms": t, "ll_over_peft_step": 1.01, "over_lora_step": 1.1,
+                        **speed.mem_ratios(old_mem, v)}
+    old_mem = {k: {"step_mb": s, "peak_mb": s + 100} for k, s in
+               {"base": 10.0, "ll:lora": 20.0, "peft:lora": 20.5, "ll:vera": 21.0, "peft:vera": 20.9}.items()}
+    old = {"meta": {}, "step_ms": {"ll:vera": {"median": 700.0}}, "flops": {"ll:vera": 5}, "memory_mb": old_mem,
+           "rows": [row("lora", 650.0), row("vera", 700.0)], "init_ratios": {}}
+    old["goals"] = speed.goals_of(old["rows"], {})
+    p = tmp_path / "r.json"; p.write_text(json.dumps(old))
+    mem = {"base": {"step_mb": 8.0, "peak_mb": 108.0}, "ll:vera": {"step_mb": 18.0, "peak_mb": 118.0},
+           "peft:vera": {"step_mb": 18.0, "peak_mb": 118.0}}
+    rep = {"meta": {"date": "d", "repeats": 9, "memory": "exact"}, "step_ms": {}, "flops": {}, "memory_mb": mem,
+           "rows": [{"variant": "vera", "config": "bench", "ll_ms": None, "ll_over_peft_step": None, "over_lora_step": None,
+                     **speed.mem_ratios(mem, "vera")}]}
+    new = speed.update_rows(p, rep, ["vera"])
+    assert new == json.loads(p.read_text())
+    vera = next(r for r in new["rows"] if r["variant"] == "vera")
+    assert vera["ll_ms"] == 700.0 and vera["ll_over_peft_step"] == 1.01 and new["step_ms"] == old["step_ms"]  # times kept
+    assert vera["ll_over_peft_stepmem"] == 1.0 and vera["over_base_stepmem"] == 18.0 / 8.0                   # memory redone
+    assert vera["over_lora_stepmem"] == 18.0 / 20.0                                                          # LoRA's kept
+    assert new["memory_mb"]["peft:lora"] == old_mem["peft:lora"] and new["memory_mb"]["ll:vera"] == mem["ll:vera"]
+    g = {x["goal"]: x for x in new["goals"]}
+    assert g["vera step memory: lora_lite ÷ PEFT"]["met"] and g["vera step memory: lora_lite ÷ PEFT"]["value"] == 1.0
+    assert new["meta"]["updated"][-1]["sections"] == ["memory"] and new["meta"]["memory"] == "exact"
