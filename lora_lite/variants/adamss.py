@@ -111,11 +111,11 @@ class Adamss(Variant):
             Dt, M, b = cached(self, "decode", self.decode_factors, (self.A, self.B, self.V, self.c, self.g))
             z = y + ((x if x.dtype == Dt.dtype else x.to(Dt.dtype)) @ Dt) @ M          # (..., d_out); a bf16 base: summed in fp32
             return (z if b is None else z + b).to(y.dtype)
-        D, e, M = cached(self, "factors", self.factors); return (y + (x.to(D.dtype) @ D.T + e) @ M).to(y.dtype)        # (..., K·r_k) -> (..., d_out)
+        A, p = self.A.reshape(-1, self.R), x.to(self.V.dtype) @ self.V.T    # p (..., R): V_R frozen, autograd keeps p for ∂A, not x
+        return (y + (p @ A.T + A @ self.c) @ self.mix()).to(y.dtype)                    # (..., K·r_k) -> (..., d_out)
 
     def delta_weight(self, module): D, _, M = self.factors(); return M.T @ D          # (d_out, d_in)
-    def delta_bias(self, module):                                                       # (d_out,), for a biased layer
-        if getattr(module, "bias", None) is not None: _, e, M = self.factors(); return M.T @ e
+    def delta_bias(self, module): _, e, M = self.factors(); return M.T @ e if getattr(module, "bias", None) is not None else None   # (d_out,)
 
 
 # %% ../../nbs/45_adamss.ipynb #e494bf04
