@@ -391,12 +391,12 @@ def decode_model(seed=0):
 
 def decode_attach(key, base, calib, args):
     """A copy of `base` with configuration `key` ('base', 'll:<variant>', 'peft:<variant>') attached, in eval mode. lora_lite
-    never writes a base weight, so its copies share `base`'s parameters, and so does the base row they are paired with:
-    one copy of the weights for the base and every lora_lite row. (This machine's L3 holds ~260 MB, shared with other
-    jobs: a base row on its own copy made each token pair stream two 140 MB weight sets, and a row's ratio then measured
-    where those copies sat in memory as much as the adapter.) PEFT's rows get their own copy (some PEFT inits write the
-    base weight), so their ratios carry that extra traffic: context, not a goal."""
-    if key == "base": return copy.deepcopy(base, {id(p): p for p in base.parameters()}).eval()
+    never writes a base weight, so its copies share `base`'s parameters (one copy of the weights for every lora_lite row);
+    the base row and PEFT's rows get their own. Not one copy for all: this model's 140 MB of weights fit the CPU's 260 MB
+    L3, so a base row sharing them ran L3-hot while a row that adds tensors spilled, and the ratios measured the cache's
+    size, not traffic (tried 2026-12-04: full-rank methods went from their floors to ~1.05 × them). With two copies each
+    token pair streams 280 MB and both rows read from memory, as decoding a real model (GBs of weights) does."""
+    if key == "base": return copy.deepcopy(base)
     lib, v = key.split(":")
     if lib == "peft": return attach_peft(copy.deepcopy(base), v, args, calib, moved=True)[0].eval()
     m = copy.deepcopy(base, {id(p): p for p in base.parameters()})

@@ -30,14 +30,14 @@ def test_move_off_init_changes_only_trainable_tensors():
     assert moved == {n for n, p in m.named_parameters() if p.requires_grad} and moved
 
 
-def test_decode_base_row_shares_the_lora_lite_rows_weights():
+def test_decode_rows_share_weights_and_the_base_row_has_its_own():
     base = tiny_qwen3(hidden=64).eval()
     class A: config = "example"
     b = speed.decode_attach("base", base, None, A)
     m = speed.decode_attach("ll:lora", base, None, A)
     ptr = lambda mod: {n: p.data_ptr() for n, p in mod.named_parameters() if "ll_" not in n}
-    assert ptr(b) == ptr(m) == ptr(base)                       # one copy of the weights: the pairs stream the same memory
-    assert not any("ll_" in n for n, _ in b.named_parameters())
+    assert ptr(m) == ptr(base)                                 # lora_lite never writes a base weight: one copy for its rows
+    assert not set(ptr(b).values()) & set(ptr(base).values())  # the base row streams its own copy (see decode_attach)
 
 
 def test_profiled_memory_counts_the_bytes_live_at_the_steps_peak():
