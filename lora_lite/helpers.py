@@ -63,25 +63,29 @@ class SparseProduct(torch.autograd.Function):
 def _group_index(g, r):
     "Positions (rows, cols), each (d_out, r), of B's entries in M: row g_o·r + j, column o, o the output rows in group order."
     gs, o = torch.sort(g, stable=True)                                      # gs = g[o]
-    return (gs * r)[:, None] + torch.arange(r, device=g.device), o[:, None].expand(-1, r)
+    return (gs[:, None] if r == 1 else (gs * r)[:, None] + torch.arange(r, device=g.device)), o[:, None].expand(-1, r)
 
 def group_mix(B:torch.Tensor, g:torch.Tensor, K:int, at:Optional[tuple]=None) -> torch.Tensor:
     "M (K·r, d_out) from B (d_out, r), groups' rows stacked in label order, and labels g (d_out,): output o reads only its group's r."
     return B.new_zeros(K * B.shape[1], len(g)).index_put_(at or _group_index(g, B.shape[1]), B)   # at: _group_index(g, r), if known
 
 class GroupMix(torch.autograd.Function):
-    "u M (..., d_out) for u (..., K·r) and M = group_mix(B, g, K): M built again in the backward, never kept."
+    "y + u M (..., d_out) for u (..., K·r) and M = group_mix(B, g, K): M built again in the backward, never kept."
     @staticmethod
-    def forward(ctx, u, B, g, K:int):
+    def forward(ctx, y, u, B, g, K:int):
+        "One `addmm` (the add fused into the product) when y and u share a dtype."
         ctx.save_for_backward(u, B, g); ctx.K = K
-        return u @ group_mix(B, g, K)
+        M = group_mix(B, g, K)
+        if y.dtype != u.dtype: return y + u @ M                              # e.g. a bf16 base's y: summed in the wider dtype
+        return torch.addmm(y.reshape(-1, y.shape[-1]), u.reshape(-1, u.shape[-1]), M).view(y.shape)
     @staticmethod
     def backward(ctx, d):
-        "∂u = d Mᵀ (when wanted), ∂B = (uᵀd) at B's positions in M."
+        "∂y = d, ∂u = d Mᵀ, ∂B = (uᵀd) at B's positions in M (each when wanted)."
         u, B, g = ctx.saved_tensors; at = _group_index(g, B.shape[1])
-        du = d @ group_mix(B, g, ctx.K, at).T if ctx.needs_input_grad[0] else None
-        dM = u.reshape(-1, u.shape[-1]).T @ d.reshape(-1, d.shape[-1]) if ctx.needs_input_grad[1] else None   # (K·r, d_out)
-        return du, (None if dM is None else dM[at]), None, None
+        e = d if d.dtype == u.dtype else d.to(u.dtype)                       # ∂(uM), in the product's dtype
+        du = e @ group_mix(B, g, ctx.K, at).T if ctx.needs_input_grad[1] else None
+        dM = u.reshape(-1, u.shape[-1]).T @ e.reshape(-1, e.shape[-1]) if ctx.needs_input_grad[2] else None   # (K·r, d_out)
+        return d if ctx.needs_input_grad[0] else None, du, (None if dM is None else dM[at]), None, None
 
 # %% ../nbs/04_helpers.ipynb #dc609734
 def csr32(rows:torch.Tensor, cols:torch.Tensor, vals:torch.Tensor, shape:tuple) -> torch.Tensor:

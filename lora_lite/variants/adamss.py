@@ -111,7 +111,7 @@ class Adamss(Variant):
             z = y + ((x if x.dtype == Dt.dtype else x.to(Dt.dtype)) @ Dt) @ M          # (..., d_out); a bf16 base: summed in fp32
             return (z if b is None else z + b).to(y.dtype)
         A, p = self.A.reshape(-1, self.R), x.to(self.V.dtype) @ self.V.T    # p (..., R): V_R frozen, autograd keeps p for ∂A, not x
-        return (y + GroupMix.apply(p @ A.T + A @ self.c, self.B, self.g, self.K)).to(y.dtype)   # (..., K·r_k) -> (..., d_out): (pAᵀ + Ac)M, M not kept
+        return GroupMix.apply(y, p @ A.T + A @ self.c, self.B, self.g, self.K).to(y.dtype)   # y + (pAᵀ + Ac)M (..., d_out), M not kept
 
     def delta_weight(self, module): D, _, M = self.factors(); return M.T @ D          # (d_out, d_in)
     def delta_bias(self, module): _, e, M = self.factors(); return M.T @ e if getattr(module, "bias", None) is not None else None   # (d_out,)
