@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['check_rank', 'init_lora', 'top_svd', 'low_rank', 'SparseProduct', 'csr32', 'csr_reads', 'peft_key', 'lora_to_peft',
-           'peft_matches', 'atomic_write', 'tiny_qwen3', 'hub_file']
+__all__ = ['check_rank', 'init_lora', 'top_svd', 'low_rank', 'SparseProduct', 'group_mix', 'GroupMix', 'csr32', 'csr_reads',
+           'peft_key', 'lora_to_peft', 'peft_matches', 'atomic_write', 'tiny_qwen3', 'hub_file']
 
 # %% ../nbs/04_helpers.ipynb #fd28c89e
 def check_rank(cfg, r:int, d_in:int, d_out:int, name:str):
@@ -58,6 +58,34 @@ class SparseProduct(torch.autograd.Function):
         z, s, row, col = ctx.saved_tensors
         gz = g @ _scatter(s, row, col, (ctx.d_out, z.shape[-1])) if ctx.needs_input_grad[0] else None
         return gz, (g.reshape(-1, g.shape[-1]).T @ z.reshape(-1, z.shape[-1]))[row, col], None, None, None
+
+# %% ../nbs/04_helpers.ipynb #9a1d3e52
+def _group_index(g, r):
+    "Positions (rows, cols), each (d_out, r), of B's entries in M: row g_o·r + j, column o, o the output rows in group order."
+    gs, o = torch.sort(g, stable=True)                                      # gs = g[o]
+    return (gs[:, None] if r == 1 else (gs * r)[:, None] + torch.arange(r, device=g.device)), o[:, None].expand(-1, r)
+
+def group_mix(B:torch.Tensor, g:torch.Tensor, K:int, at:Optional[tuple]=None) -> torch.Tensor:
+    "M (K·r, d_out) from B (d_out, r), groups' rows stacked in label order, and labels g (d_out,): output o reads only its group's r."
+    return B.new_zeros(K * B.shape[1], len(g)).index_put_(at or _group_index(g, B.shape[1]), B)   # at: _group_index(g, r), if known
+
+class GroupMix(torch.autograd.Function):
+    "y + u M (..., d_out) for u (..., K·r) and M = group_mix(B, g, K): M built again in the backward, never kept."
+    @staticmethod
+    def forward(ctx, y, u, B, g, K:int):
+        "One `addmm` (the add fused into the product) when y and u share a dtype."
+        ctx.save_for_backward(u, B, g); ctx.K = K
+        M = group_mix(B, g, K)
+        if y.dtype != u.dtype: return y + u @ M                              # e.g. a bf16 base's y: summed in the wider dtype
+        return torch.addmm(y.reshape(-1, y.shape[-1]), u.reshape(-1, u.shape[-1]), M).view(y.shape)
+    @staticmethod
+    def backward(ctx, d):
+        "∂y = d, ∂u = d Mᵀ, ∂B = (uᵀd) at B's positions in M (each when wanted)."
+        u, B, g = ctx.saved_tensors; at = _group_index(g, B.shape[1])
+        e = d if d.dtype == u.dtype else d.to(u.dtype)                       # ∂(uM), in the product's dtype
+        du = e @ group_mix(B, g, ctx.K, at).T if ctx.needs_input_grad[1] else None
+        dM = u.reshape(-1, u.shape[-1]).T @ e.reshape(-1, e.shape[-1]) if ctx.needs_input_grad[2] else None   # (K·r, d_out)
+        return d if ctx.needs_input_grad[0] else None, du, (None if dM is None else dM[at]), None, None
 
 # %% ../nbs/04_helpers.ipynb #dc609734
 def csr32(rows:torch.Tensor, cols:torch.Tensor, vals:torch.Tensor, shape:tuple) -> torch.Tensor:

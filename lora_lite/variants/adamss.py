@@ -10,7 +10,7 @@ from typing import ClassVar, Optional
 import torch
 from torch import nn
 from ..core import AdapterConfig, Variant, register, dense_weight, cached, decoding, check_int, check_bool
-from ..helpers import peft_key
+from ..helpers import peft_key, group_mix, GroupMix
 
 # %% auto #0
 __all__ = ['KMEANS', 'AdamssConfig', 'kmeans_groups', 'svd_basis', 'Adamss']
@@ -95,8 +95,7 @@ class Adamss(Variant):
 
     def mix(self) -> torch.Tensor:
         "M (K·r_k, d_out): M[g(o)·r_k + j, o] = B's row for o, column j — each output reads only its group's coordinates."
-        o = self.order(); rows = (self.g[o] * self.rk)[:, None] + torch.arange(self.rk, device=o.device)   # (d_out, r_k)
-        return self.B.new_zeros(self.K * self.rk, self.d_out).index_put((rows, o[:, None].expand_as(rows)), self.B)
+        return group_mix(self.B, self.g, self.K)
 
     def factors(self) -> tuple:
         "(A V_Rᵀ (K·r_k, d_in), A c (K·r_k,), M (K·r_k, d_out)): the layer as one rank-K·r_k product."
@@ -112,7 +111,7 @@ class Adamss(Variant):
             z = y + ((x if x.dtype == Dt.dtype else x.to(Dt.dtype)) @ Dt) @ M          # (..., d_out); a bf16 base: summed in fp32
             return (z if b is None else z + b).to(y.dtype)
         A, p = self.A.reshape(-1, self.R), x.to(self.V.dtype) @ self.V.T    # p (..., R): V_R frozen, autograd keeps p for ∂A, not x
-        return (y + (p @ A.T + A @ self.c) @ self.mix()).to(y.dtype)                    # (..., K·r_k) -> (..., d_out)
+        return GroupMix.apply(y, p @ A.T + A @ self.c, self.B, self.g, self.K).to(y.dtype)   # y + (pAᵀ + Ac)M (..., d_out), M not kept
 
     def delta_weight(self, module): D, _, M = self.factors(); return M.T @ D          # (d_out, d_in)
     def delta_bias(self, module): _, e, M = self.factors(); return M.T @ e if getattr(module, "bias", None) is not None else None   # (d_out,)

@@ -87,14 +87,14 @@ class LoKr(Variant):
         if decoding(self): return self.decode(x, y)                               # eval, no grad: the cached form
         p = self.cfg.module_dropout
         if self.training and p and torch.rand(()) < p: return y                   # skip the adapter this step
-        C = self.scale * self.left()                                              # (l, m)
+        C = self.left()                                                           # (l, m); s comes in the add
         X = x.to(C.dtype).reshape(*x.shape[:-1], C.shape[1], -1)                  # (..., m, n)
         Z = (X @ self.A.T) @ self.B.T if hasattr(self, "B") else X @ self.D.T     # (..., m, k)
         d = (C @ Z).flatten(-2)                                                   # (..., l, k) -> (..., d_out)
         if self.training and self.cfg.rank_dropout:
             keep = (torch.rand(self.d_out, device=d.device) > self.cfg.rank_dropout).to(d.dtype)
             d = d * (keep / keep.mean() if self.cfg.rank_dropout_scale else keep)
-        return (y + d).to(y.dtype)
+        return torch.add(y, d, alpha=self.scale).to(y.dtype)                      # y + s·d: autograd keeps C, no scaled copy
 
     def own(self, left:bool) -> int: return sum(p.numel() for name, p in self.named_parameters() if name.startswith("C") == left)
     def decode_reads(self) -> int:
