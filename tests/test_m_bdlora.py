@@ -130,7 +130,7 @@ def test_inference_forms_equal_training_form(pad_max, monkeypatch):
         for p in m.parameters():
             if p.requires_grad: p.add_(0.2 * torch.randn(p.shape, generator=g))
     m.eval()
-    assert all(l.padded() == (pad_max > 0) for l in ll.adapter_layers(m).values())
+    assert all(l.padded == (pad_max > 0) for l in ll.adapter_layers(m).values())
     for ids in (torch.randint(0, 128, (1, 1)), torch.randint(0, 128, (2, 5))):
         with torch.no_grad(): dec = m(ids).logits
         ref = m(ids).logits                                                  # gradients wanted: the training form

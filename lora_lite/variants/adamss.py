@@ -114,7 +114,8 @@ class Adamss(Variant):
         return GroupMix.apply(y, p @ A.T + A @ self.c, self.B, self.g, self.K).to(y.dtype)   # y + (pAᵀ + Ac)M (..., d_out), M not kept
 
     def delta_weight(self, module): D, _, M = self.factors(); return M.T @ D          # (d_out, d_in)
-    def delta_bias(self, module): _, e, M = self.factors(); return M.T @ e if getattr(module, "bias", None) is not None else None   # (d_out,)
+    def delta_bias(self, module):                                                       # (d_out,), for a biased layer
+        if getattr(module, "bias", None) is not None: _, e, M = self.factors(); return M.T @ e
 
 
 # %% ../../nbs/45_adamss.ipynb #e494bf04

@@ -102,6 +102,7 @@ class BdLoRA(Variant):
         return (y + self.scale * self.up(self.down(F.dropout(x, self.cfg.dropout, self.training)))).to(y.dtype)
 
     pad_max = 1 << 16   # the most zeros (numbers) a block-diagonal factor may gain made dense for inference (see **Decode.**)
+    @cached_property
     def padded(self) -> bool:
         "True when inference uses the block-diagonal factor made dense: it gains at most `pad_max` zeros (or the layer is dense)."
         n, width = self.cfg.nblocks, self.d_in if self.side == "A" else self.d_out
@@ -109,7 +110,7 @@ class BdLoRA(Variant):
 
     def decode(self, x, y):
         "Inference: y + (x Aᵀ)(s Bᵀ): 3 tensor ops when `padded`, else the n blocks in one broadcast product, 5 ops."
-        if self.padded(): return lowrank_update(self, x, y, self.decode_factors, "decode", (self.A, self.B))   # as LoRA: 3 ops
+        if self.padded: return lowrank_update(self, x, y, self.decode_factors, "decode", (self.A, self.B))   # as LoRA: 3 ops
         At, Bt = cached(self, "decode", self.decode_factors, (self.A, self.B))   # built once, row-major, s folded
         h, n = x if x.dtype == At.dtype else x.to(At.dtype), self.cfg.nblocks
         if self.side == "A": z = (h.unflatten(-1, (n, 1, -1)) @ At).flatten(-3) @ Bt    # (..., n, 1, r/n) -> (..., r) -> (..., d_out)
@@ -119,7 +120,7 @@ class BdLoRA(Variant):
     def decode_factors(self) -> tuple:
         "(Aᵀ, s·Bᵀ): (d_in, r) and (r, d_out) (`padded`: the block-diagonal one dense), else that one as its blocks (n, d_in/n, r/n) / (n, r/n, d_out/n)."
         n, At, Bt = self.cfg.nblocks, self.A.T, self.scale * self.B.T
-        if self.padded(): return self.dense("A").T.contiguous(), (self.scale * self.dense("B")).T.contiguous()
+        if self.padded: return self.dense("A").T.contiguous(), (self.scale * self.dense("B")).T.contiguous()
         if self.side == "A": At = self.A.unflatten(0, (n, -1)).transpose(1, 2)
         if self.side == "B": Bt = self.scale * self.B.unflatten(0, (n, -1)).transpose(1, 2)
         return At.contiguous(), Bt.contiguous()

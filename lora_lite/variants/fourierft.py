@@ -84,11 +84,11 @@ class FourierFT(Variant):
 
     def half_map(self) -> torch.Tensor:
         "R: sparse real (2h_out, 2h_in) map from [Re, Im] of rfft(x) to the half spectrum Q with irfft(Q) = x ΔWᵀ (parameter-only)."
-        return csr32(*self.half_entries(), (2 * (self.d_out // 2 + 1), 2 * (self.d_in // 2 + 1)))   # ≤ 4n entries, int32 indices
-    def decode_reads(self): return csr_reads(*self.half_entries()[:2], (2 * (self.d_out // 2 + 1), 2 * (self.d_in // 2 + 1)))
+        return csr32(*self.half_entries())                                     # ≤ 4n entries, int32 indices
+    def decode_reads(self): rows, cols, _, shape = self.half_entries(); return csr_reads(rows, cols, shape)
 
     def half_entries(self) -> tuple:
-        "R's entries (rows, cols, vals), repeats unsummed."
+        "R's entries (rows, cols, vals), repeats unsummed, and its shape (2h_out, 2h_in)."
         (j, l), di, do = self.idx, self.d_in, self.d_out
         hi, ho = di // 2 + 1, do // 2 + 1
         s = self.spectrum.detach().float() * (self.scale / (2 * di * do))               # (n,): α c_k / (2 d_in d_out)
@@ -97,7 +97,7 @@ class FourierFT(Variant):
         for jj, sj in ((j, -1.0), ((do - j) % do, 1.0)):                       # Q_j = conj(v_j + conj(v_{-j})) / 2
             k = jj < ho
             rows += [2 * jj[k], 2 * jj[k] + 1]; cols += [2 * lh[k], 2 * lh[k] + 1]; vals += [s[k], sj * sg[k] * s[k]]
-        return torch.cat(rows), torch.cat(cols), torch.cat(vals)
+        return torch.cat(rows), torch.cat(cols), torch.cat(vals), (2 * ho, 2 * hi)
 
     def forward(self, x, y):
         T = x.numel() // self.d_in
