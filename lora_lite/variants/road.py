@@ -75,16 +75,16 @@ class Road(Variant):
         return c1, torch.cat([-c2[:, :1], c2[:, -1:]], 1)             # −c₂ on the first half (no ±1 tensor built per call)
 
     def decode_form(self) -> tuple:
-        "(C, I), each (2, d_out): y ← Σₖ C[k]⊙y[I[k]], C = [c₁; c̃₂] flat, I = [identity; π], π swapping the halves of every group."
-        c1, c2 = self.coefficients()                                   # (G, 2, h) each
-        i = torch.arange(self.d_out, device=c1.device)
-        return torch.stack([c1.flatten(), c2.flatten()]), torch.stack([i, i.view(c1.shape).flip(1).flatten()])
+        "(c₁, c̃₂, s): the coefficients (G, 2, h) made contiguous, and s = [1, 0], the index that swaps the halves of every group."
+        c1, c2 = self.coefficients()                                   # (G, 2, h) each; road_1's c₁ is an expanded view
+        return c1.contiguous(), c2.contiguous(), torch.tensor([1, 0], device=c1.device)
 
     def forward(self, x, y):
-        if decoding(self):                                             # eval, no grad: 3 ops a token (index, mul, sum)
-            C, I = cached(self, "CI", self.decode_form, reads=(self.theta, self.alpha))   # (2, d_out) each
-            if y.dtype == C.dtype: return (y[..., I] * C).sum(-2)      # (..., 2, d_out) -> (..., d_out): c₁⊙y + c̃₂⊙y_π
-            return (y.to(C.dtype)[..., I] * C).sum(-2).to(y.dtype)     # a bf16 base: mixed in the adapter's dtype, as in training
+        if decoding(self):                                             # eval, no grad: 4 light ops a token (mul, index_select, mul_, add_)
+            c1, c2, s = cached(self, "c_swap", self.decode_form, reads=(self.theta, self.alpha))
+            ys = (y if y.dtype == c1.dtype else y.to(c1.dtype)).reshape(-1, *c1.shape)   # (T, G, 2, h): a view, no copy
+            z = (ys * c1).add_(ys.index_select(-2, s).mul_(c2))         # c₁⊙y + c̃₂⊙swap(y): the training form's products and sum
+            return z.view(y.shape) if z.dtype == y.dtype else z.view(y.shape).to(y.dtype)   # a bf16 base: mixed in fp32, as in training
         c1, c2 = cached(self, "c", self.coefficients)                  # (G, 2, h) each
         ys = y.to(c1.dtype).unflatten(-1, tuple(c1.shape))             # (..., G, 2, h)
         return (c1 * ys + c2 * ys.flip(-2)).flatten(-3).to(y.dtype)    # swap halves, scale, add
