@@ -538,7 +538,7 @@ def time_decode(args):
             "base": {"decode_ms_per_token": med(dt["base"]) * 1e3, "prefill_us_per_token": med(pt["base"]) * 1e6 if pt["base"] else None},
             "rows": rows, "failed": failed, "goals": decode_goals(rows)}
 
-def update_decode(path, d, variants):
+def update_decode(path, d, variants, why=None):
     """Replace, in the results file `path`, the decode rows (hooked, merged, PEFT: those this run timed) of `variants` by this run's `d` (after a
     code change; the ratios are paired with the base within each run, so rows of two runs compare); meta.updated says so."""
     old = json.loads(Path(path).read_text())
@@ -550,7 +550,7 @@ def update_decode(path, d, variants):
     dec["goals"] = decode_goals(dec["rows"])
     dec["meta"].setdefault("updated", []).append({"variants": sorted(variants), "date": d["meta"]["date"], "rounds": d["meta"]["rounds"],
                                                   "base_ms_per_token": d["base"]["decode_ms_per_token"],
-                                                  "why": "re-measured after a code change, paired with the base in its own run"})
+                                                  "why": (why or "re-measured after a code change") + ", paired with the base in its own run"})
     Path(path).write_text(json.dumps(old, indent=1))
     return dec
 
@@ -642,7 +642,7 @@ def goals_of(rows, init_ratios) -> list:
         if init_ratios.get(m) is not None: goal(f"PiSSA init ({m}): lora_lite ÷ PEFT", init_ratios[m], 1.00)
     return goals
 
-def update_rows(path, rep, variants):
+def update_rows(path, rep, variants, why=None):
     """Merge this run into the full run's results file `path`. Step section (when this run timed steps): the step rows' time
     and FLOP fields and step_ms/flops of `variants` (timed next to the base and LoRA after a code change) replace the old.
     Memory section (when this run measured it): every configuration it measured replaces the old entry (memory is exact
@@ -668,7 +668,7 @@ def update_rows(path, rep, variants):
     what = (["step time"] if timed else []) + (["memory"] if mem else [])
     old["meta"].setdefault("updated", []).append({"variants": sorted(mine) if timed else sorted({k.split(":")[-1] for k in mem}),
                                                   "sections": what, "date": rep["meta"]["date"], "repeats": rep["meta"]["repeats"],
-                                                  "why": "re-measured after a code change" + (", in a run with the base and LoRA" if timed else "")})
+                                                  "why": (why or "re-measured after a code change") + (", in a run with the base and LoRA" if timed else "")})
     Path(path).write_text(json.dumps(old, indent=1))
     return old
 
@@ -742,6 +742,8 @@ def main(argv=None):
     p.add_argument("--update", default=None, help="with --only: replace those variants' step rows (with --decode-only: their decode "
                                                   "rows) in this full-run results file (re-measure after a code change; in the step "
                                                   "section 'lora' in --only is the reference and is kept)")
+    p.add_argument("--why", default=None, help="with --update: why these rows were re-measured, recorded in meta.updated "
+                                               "(default: 're-measured after a code change')")
     args = p.parse_args(argv)
     args.clock = args.clock or ("cpu" if args.device == "cpu" else "wall")
     if args.quick:
@@ -756,7 +758,7 @@ def main(argv=None):
         print("decode (per-token time):", flush=True)
         d = time_decode(args)
         if args.update:
-            print_decode(update_decode(args.update, d, args.only or variants(args)))
+            print_decode(update_decode(args.update, d, args.only or variants(args), args.why))
             return print(f"\nupdated the decode rows of {', '.join(args.only or ['every variant'])} in {args.update}")
         print_decode(d)
         rep = json.loads(out.read_text()) if out.exists() else {}
@@ -781,7 +783,7 @@ def main(argv=None):
     add_layer_goal(rep)
     if args.update:
         only = args.only or variants(args)
-        rep = update_rows(args.update, rep, [v for v in only if v not in ("lora",)] or only)
+        rep = update_rows(args.update, rep, [v for v in only if v not in ("lora",)] or only, args.why)
         print_report(rep); return print(f"\nupdated the rows of {', '.join(args.only or ['every variant'])} in {args.update}")
     if "decode" not in args.skip:
         print("decode (per-token time):", flush=True)

@@ -20,6 +20,9 @@ def test_update_decode_keeps_rows_it_did_not_time(tmp_path):
     rows = json.loads(p.read_text())["decode"]["rows"]
     assert rows["ll:lora"] == row(1.02) and rows["merged:lora"] == row(1.00)
     assert rows["peft:lora"] == row(1.05) and rows["ll:dora"] == row(1.05)  # not timed: kept
+    speed.update_decode(p, new, ["lora"], why="quiet-machine re-run")        # the reason given is what meta.updated records
+    ups = json.loads(p.read_text())["decode"]["meta"]["updated"]
+    assert ups[0]["why"].startswith("re-measured after a code change") and ups[1]["why"].startswith("quiet-machine re-run")
 
 
 def test_move_off_init_changes_only_trainable_tensors():
