@@ -114,3 +114,18 @@ def test_trains_like_peft_on_structured_weights():
           f"losses {runs[0]} / {runs[1]}")
     assert d0 == 0.0 and moved > 1e-2 and d <= 1e-4 * moved
     assert max(abs(a - b) for a, b in zip(*runs)) <= 1e-5
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_decode_reads_count_the_cheapest_exact_form(bias):
+    "The decode floor's count: AV_Rᵀ, B and the labels g (+ the folded bias term (Ac)M) — the numbers that fix the layer's update."
+    m = tiny_qwen3(attention_bias=bias)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if n.endswith("bias"): p.normal_()                                        # a real bias: c ≠ 0
+    ll.attach(m, ll.AdamssConfig(r=16, num_subspaces=4, init_weights=None))
+    for l in ll.adapter_layers(m).values():
+        D, e, M = l.factors()
+        assert bool(l.c.any()) == bias
+        assert l.decode_reads() == D.numel() + l.B.numel() + l.g.numel() + (M.shape[1] if bias else 0)
+        assert l.decode_reads() < sum(t.numel() for t in (*l.parameters(), *l.buffers()))   # less than all it holds

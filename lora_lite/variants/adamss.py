@@ -104,6 +104,7 @@ class Adamss(Variant):
     def decode_factors(self) -> tuple:
         "((A V_Rᵀ)ᵀ (d_in, K·r_k), M (K·r_k, d_out), (A c)M (d_out,) or None without a bias): row-major, for decoding."
         D, e, M = self.factors(); return D.T.contiguous(), M, (e @ M if self.c.any() else None)
+    def decode_reads(self): return self.K * self.rk * self.d_in + self.d_out * (self.rk + 1) + (self.d_out if self.c.any() else 0)   # cheapest exact form: AV_Rᵀ, B, g (+ (Ac)M)
 
     def forward(self, x, y):
         if decoding(self):                                                              # eval, no grad: 3 ops (4 with a bias)
@@ -116,7 +117,6 @@ class Adamss(Variant):
     def delta_weight(self, module): D, _, M = self.factors(); return M.T @ D          # (d_out, d_in)
     def delta_bias(self, module):                                                       # (d_out,), for a biased layer
         if getattr(module, "bias", None) is not None: _, e, M = self.factors(); return M.T @ e
-
 
 # %% ../../nbs/45_adamss.ipynb #e494bf04
 @classmethod
