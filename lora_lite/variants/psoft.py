@@ -76,10 +76,9 @@ class Psoft(Variant):
     def identity_at_init(cls, cfg): return cfg.init_weights
     @classmethod
     def check_layer(cls, cfg, d_in, d_out, name): check_rank(cfg, cfg.r, d_in, d_out, name)
-    def param_shapes(self):
-        r = self.r
-        return {k: {"q": (r * (r - 1) // 2,), "R": (r, r)}.get(k, (r,)) for k in peft_names(self.cfg)}
+    def param_shapes(self): return {k: {"q": (self.r * (self.r - 1) // 2,), "R": (self.r, self.r)}.get(k, (self.r,)) for k in peft_names(self.cfg)}
     def buffer_shapes(self): return {"A": (self.r, self.d_in), "B": (self.d_out, self.r)}
+    def decode_reads(self): return self.r * (self.d_in + self.d_out)         # A and M = BK: the trained tensors are folded into M
 
     def init(self, module):
         c = self.cfg
