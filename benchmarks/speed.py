@@ -647,7 +647,8 @@ def update_rows(path, rep, variants, why=None):
     and FLOP fields and step_ms/flops of `variants` (timed next to the base and LoRA after a code change) replace the old.
     Memory section (when this run measured it): every configuration it measured replaces the old entry (memory is exact
     and needs no reference run, so a memory-only run — `--skip step flops ...` — leaves every step time as it was), and
-    every row's memory ratios are recomputed from the merged memory_mb. The goals are recomputed; meta.updated says what."""
+    every row's memory ratios are recomputed from the merged memory_mb. Init section (when this run timed it): its init_s and
+    init_ratios replace the old ones. The goals are recomputed; meta.updated says what."""
     old = json.loads(Path(path).read_text())
     timed, mem = bool(rep.get("step_ms")), rep.get("memory_mb") or {}
     mine = {r["variant"]: r for r in rep["rows"] if r["variant"] in variants}
@@ -663,10 +664,11 @@ def update_rows(path, rep, variants, why=None):
         old.setdefault("memory_mb", {}).update(mem)
         old["meta"]["memory"] = rep["meta"].get("memory")
         for r in old["rows"]: r.update(mem_ratios(old["memory_mb"], r["variant"]))
+    if rep.get("init_s"): old["init_s"], old["init_ratios"] = {**old.get("init_s", {}), **rep["init_s"]}, {**old.get("init_ratios", {}), **rep["init_ratios"]}
     old["goals"] = goals_of(old["rows"], old.get("init_ratios", {}))
     add_layer_goal(old)
-    what = (["step time"] if timed else []) + (["memory"] if mem else [])
-    old["meta"].setdefault("updated", []).append({"variants": sorted(mine) if timed else sorted({k.split(":")[-1] for k in mem}),
+    what = (["step time"] if timed else []) + (["memory"] if mem else []) + (["init"] if rep.get("init_s") else [])
+    old["meta"].setdefault("updated", []).append({"variants": sorted(mine) if timed else sorted({k.split(":")[-1] for k in mem or rep.get("init_s") or {}}),
                                                   "sections": what, "date": rep["meta"]["date"], "repeats": rep["meta"]["repeats"],
                                                   "why": (why or "re-measured after a code change") + (", in a run with the base and LoRA" if timed else "")})
     Path(path).write_text(json.dumps(old, indent=1))

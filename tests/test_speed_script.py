@@ -94,3 +94,20 @@ def test_memory_only_update_keeps_step_times(tmp_path):
     g = {x["goal"]: x for x in new["goals"]}
     assert g["vera step memory: lora_lite ÷ PEFT"]["met"] and g["vera step memory: lora_lite ÷ PEFT"]["value"] == 1.0
     assert new["meta"]["updated"][-1]["sections"] == ["memory"] and new["meta"]["memory"] == "exact"
+
+
+def test_an_init_only_update_replaces_the_init_times_and_their_goal(tmp_path):
+    "`--skip step memory ... --update`: the init section's times and ratios are replaced, the rows and their goals kept."
+    old = {"meta": {}, "rows": [], "memory_mb": {}, "init_s": {"ll:pissa": {"median": 1.6}, "peft:pissa": {"median": 1.5}},
+           "init_ratios": {"pissa": 1.6 / 1.5}}
+    old["goals"] = speed.goals_of([], old["init_ratios"])
+    p = tmp_path / "r.json"; p.write_text(json.dumps(old))
+    rep = {"meta": {"date": "d", "repeats": 9}, "step_ms": {}, "memory_mb": {}, "rows": [],
+           "init_s": {"ll:pissa": {"median": 1.4}, "peft:pissa": {"median": 1.5}}, "init_ratios": {"pissa": 1.4 / 1.5}}
+    new = speed.update_rows(p, rep, ["pissa"], why="more rounds")
+    assert new["init_s"]["ll:pissa"]["median"] == 1.4 and new["init_ratios"]["pissa"] == 1.4 / 1.5
+    g = {x["goal"]: x for x in new["goals"]}
+    assert not {x["goal"]: x for x in old["goals"]}["PiSSA init (pissa): lora_lite ÷ PEFT"]["met"]
+    assert g["PiSSA init (pissa): lora_lite ÷ PEFT"]["met"]
+    assert new["meta"]["updated"][-1]["sections"] == ["init"] and new["meta"]["updated"][-1]["why"] == "more rounds"
+    assert new["meta"]["updated"][-1]["variants"] == ["pissa"]
