@@ -109,9 +109,10 @@ def load(model:nn.Module,                  # the base model (no adapter attached
     with torch.inference_mode(False):
         layers = _build(model, cfg, names, ranks)
         want = adapter_state(layers)
-        if version < FORMAT_VERSION:                       # an older layout (format 1: a copy of each shared tensor per layer)
+        if version < FORMAT_VERSION or set(want) != set(tensors):   # an older layout: format 1, or a variant's own (AdaLoRA's kept tensors)
             try: tensors = variant_class(cfg.variant).upgrade_state(layers, tensors, version)
             except ValueError as e: raise ValueError(f"{path} (format {version}): {e}") from None
+            cfg = next(iter(layers.values())).cfg          # the upgrade may have moved saved state into the layers' config
         if set(want) != set(tensors):
             extra, lack = sorted(set(tensors) - set(want)), sorted(set(want) - set(tensors))
             raise ValueError(f"{path}: its tensors don't match a {cfg.variant!r} adapter on these modules: "

@@ -201,7 +201,7 @@ class Variant(nn.Module):
         return sh
     @classmethod
     def upgrade_state(cls, layers:dict, tensors:dict, version:int) -> dict:
-        "The tensors of an adapter file of an older format `version`, keyed as today's; default: unchanged."
+        "The tensors of an adapter file in an older layout (format `version`, or keys not today's), keyed as today's; may move state into the layers' config (`load` attaches it); default: unchanged."
         return tensors
     def init(self, module:nn.Module):
         "Fill the tensors (no grad); may read `dense_weight(module)`."

@@ -131,6 +131,52 @@ def test_save_load_keeps_ranks_and_training_goes_on(ids, tmp_path):
     assert sum(_kept(m3)) < 8 * 4
 
 
+def _resume(m, ids, steps=range(56, 61)):
+    "A few more steps of the 60-step schedule (the final phase for 56..60) on `m`; returns its E tensors after each step."
+    torch.manual_seed(1); opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=2e-2); m.train(); Es = []
+    for t in steps:
+        (m(ids, labels=ids).loss + ll.aux_loss(m)).backward(); opt.step(); ll.step(m, t); opt.zero_grad()
+        Es.append([l.E.detach().clone() for l in ll.adapter_layers(m).values()])
+    return Es
+
+
+def test_mask_is_config_not_a_tensor(ids, tmp_path):
+    "The kept mask lives in the config (Python lists, as PEFT's rank_pattern): no adapter tensor holds it, the file has none, the config JSON has it."
+    m = _trained(55)
+    cfg, L = ll.adapter_config(m), ll.adapter_layers(m)
+    assert set(cfg.kept) == set(L) and [sum(v) for v in cfg.kept.values()] == _kept(m) and sum(_kept(m)) == 2 * 4
+    assert all(set(dict(l.named_buffers())) == set() and set(dict(l.named_parameters())) == {"A", "E", "B"} for l in L.values())
+    meta, t = ll.read_adapter(ll.save(m, tmp_path / "a.safetensors"))
+    assert not [k for k in t if k.endswith(".kept")] and json.loads(meta["config"])["kept"] == cfg.kept
+    fresh = tiny_qwen3(); ll.attach(fresh, ll.AdaLoRAConfig(r=8)); assert ll.adapter_config(fresh).kept == {}   # nothing pruned yet
+    for bad in ({"x": [True] * 7}, {"x": [1] * 8}, {"x": "1" * 8}, [[True] * 8]):
+        with pytest.raises(ValueError, match="kept must map"): ll.AdaLoRAConfig(r=8, kept=bad)
+
+
+def test_file_with_a_kept_tensor_still_loads(ids, tmp_path):
+    """Files written before the mask moved into the config held it as a float tensor `<module>.kept` (1: kept) per layer and no
+    `kept` config field: they load as the same model and config, and training on goes exactly as after loading today's file."""
+    m = _trained(55)                                                       # final phase: the mask decides which E stay 0
+    meta, t = ll.read_adapter(ll.save(m, tmp_path / "new.safetensors"))
+    conf = json.loads(meta["config"]); kept = conf.pop("kept")
+    assert any(not all(v) for v in kept.values())
+    old = t | {f"{n}.kept": torch.tensor(v, dtype=torch.float32) for n, v in kept.items()}
+    save_file(old, tmp_path / "old.safetensors", metadata=meta | {"config": json.dumps(conf)})
+    m_new, m_old = tiny_qwen3(), tiny_qwen3()
+    c_new, c_old = ll.load(m_new, tmp_path / "new.safetensors"), ll.load(m_old, tmp_path / "old.safetensors")
+    assert c_old == c_new == ll.adapter_config(m_old) and c_old.kept == kept and _kept(m_old) == _kept(m)
+    assert torch.equal(logits(m_old, ids), logits(m, ids))
+    E_new, E_old = _resume(m_new, ids), _resume(m_old, ids)
+    assert all(torch.equal(a, b) for sa, sb in zip(E_new, E_old) for a, b in zip(sa, sb))
+    assert all(not e.view(-1)[~torch.tensor(kept[n])].any() for s in E_old for n, e in zip(kept, s))   # pruned E held at 0
+    _, t2 = ll.read_adapter(ll.save(m_old, tmp_path / "again.safetensors")); assert not [k for k in t2 if k.endswith(".kept")]
+    bad = old | {next(k for k in old if k.endswith(".kept")): torch.ones(7)}   # a damaged old mask: one clear error, model unchanged
+    save_file(bad, tmp_path / "bad.safetensors", metadata=meta | {"config": json.dumps(conf)})
+    m3 = tiny_qwen3(); snap = snapshot(m3)
+    with pytest.raises(ValueError, match="kept must map"): ll.load(m3, tmp_path / "bad.safetensors")
+    assert_unchanged(m3, snap)
+
+
 def test_bad_step_calls_leave_the_adapter_unchanged(ids):
     m = tiny_qwen3(); ll.attach(m, ll.AdaLoRAConfig(r=8, tinit=5))
     snap = snapshot(m)

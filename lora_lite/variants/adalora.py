@@ -5,10 +5,8 @@
 # %% ../../nbs/41_adalora.ipynb #3dc8566e
 from __future__ import annotations
 import dataclasses, re
-from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
-from torch import nn
 from ..core import AdapterConfig, Variant, register, check_int, check_float, decoding, lowrank_update
 from ..helpers import peft_key
 
@@ -17,7 +15,7 @@ __all__ = ['AdaLoRAConfig', 'AdaLoRA']
 
 # %% ../../nbs/41_adalora.ipynb #920d7065
 _SCHEDULE = ("tinit", "tfinal", "deltaT", "beta1", "beta2", "orth_reg_weight", "total_step")   # PEFT's names
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class AdaLoRAConfig(AdapterConfig):
     "AdaLoRA: y + α/(r+1e-5)·(drop(x)(E⊙A)ᵀ)Bᵀ, the triplets (Aᵢ, Eᵢ, Bᵢ) pruned by importance to a cubic budget while training."
     variant: ClassVar[str] = "adalora"
@@ -32,6 +30,7 @@ class AdaLoRAConfig(AdapterConfig):
     orth_reg_weight: float = 0.5         # w of the orthogonality penalty (`ll.aux_loss`)
     total_step: Optional[int] = None     # training length; None: the total_steps given to `ll.step` (a run's steps)
     dropout: float = 0.0                 # dropout on the adapter's input
+    kept: dict = dataclasses.field(default_factory=dict, repr=False)   # {module: [r bools]}: triplets kept at the last pruning ({}: all)
     def __post_init__(self):
         super().__post_init__(); me = type(self).__name__
         if not self.alpha > 0: raise ValueError(f"{me}: alpha must be > 0, got {self.alpha!r} (PEFT's lora_alpha <= 0 is not supported).")
@@ -39,11 +38,12 @@ class AdaLoRAConfig(AdapterConfig):
         if self.target_rank() > self.r: raise ValueError(f"{me}: target_r={self.target_r} is more than r={self.r}; the budget only shrinks.")
         for f in ("tinit", "tfinal", "deltaT"): check_int(self, f, int(f == "deltaT"))
         for f, hi in (("beta1", 1), ("beta2", 1), ("orth_reg_weight", float("inf")), ("dropout", 1)): check_float(self, f, 0, hi, hi_open=True)
-        if self.total_step is not None:
-            check_int(self, "total_step")
-            if self.tinit >= self.total_step - self.tfinal: raise ValueError(f"{me}: tinit={self.tinit} and tfinal={self.tfinal} leave no "
-                f"pruning phase in total_step={self.total_step} steps (need tinit < total_step - tfinal); lower them or train longer.")
+        if self.total_step is not None: check_int(self, "total_step")
+        if self.total_step and self.tinit >= self.total_step - self.tfinal: raise ValueError(f"{me}: tinit={self.tinit} and tfinal={self.tfinal} "
+            f"leave no pruning phase in total_step={self.total_step} steps (need tinit < total_step - tfinal); lower them or train longer.")
         if self.rank_pattern or self.alpha_pattern: raise ValueError(f"{me}: rank_pattern / alpha_pattern: not supported (AdaLoRA allocates ranks).")
+        if not isinstance(self.kept, dict) or any(not isinstance(m, list) or len(m) != self.r or {type(b) for b in m} - {bool} for m in self.kept.values()):
+            raise ValueError(f"{me}: kept must map module names to lists of r={self.r} booleans (the triplets kept), got {self.kept!r:.100}.")
     def target_rank(self) -> int: return self.r // 2 if self.target_r is None else self.target_r
     def scaling(self, r, alpha=None) -> float: return (self.alpha if alpha is None else alpha) / (r + 1e-5)
 
@@ -57,8 +57,8 @@ class AdaLoRA(Variant):
     peft_type = "ADALORA"
     example = {"r": 8, "target_r": 4, "tinit": 2, "tfinal": 2, "total_step": 12}
     def param_shapes(self): return {"A": (self.r, self.d_in), "E": (self.r, 1), "B": (self.d_out, self.r)}
-    def buffer_shapes(self): return {"kept": (self.r,)}                         # 1: triplet kept at the last pruning
-    def init(self, module): nn.init.normal_(self.A, std=0.02); nn.init.normal_(self.B, std=0.02); nn.init.zeros_(self.E); self.kept.fill_(1)
+    kept = property(lambda self: torch.tensor(self.cfg.kept.get(self.name, [True] * self.r), device=self.E.device))   # (r,) bool, made on demand
+    def init(self, module): torch.nn.init.normal_(self.A, std=0.02); torch.nn.init.normal_(self.B, std=0.02); torch.nn.init.zeros_(self.E)
     def denom(self): return torch.full((1,), float(self.r), dtype=self.A.dtype, device=self.A.device) + 1e-5   # r + 1e-5
     def decode_factors(self): return (self.A * self.E * self.cfg.alpha / self.denom()).T.contiguous(), self.B.T.contiguous()   # (s·E⊙A)ᵀ, Bᵀ
     def forward(self, x, y):
@@ -72,6 +72,12 @@ class AdaLoRA(Variant):
         L, I = list(layers.values()), lambda G: torch.eye(len(G), dtype=G.dtype, device=G.device)
         total = sum(torch.norm(G - I(G), p="fro") for l in L for G in (l.A @ l.A.T, l.B.T @ l.B))   # G: (r, r)
         return L[0].cfg.orth_reg_weight * (total / (2 * len(L)))
+    @classmethod
+    def upgrade_state(cls, layers, tensors, version):
+        "Files written before the mask moved into the config hold it as tensors `<module>.kept` (1: kept): popped, it goes to the layers' config."
+        if kept := {n: (tensors.pop(f"{n}.kept") > 0).tolist() for n in layers if f"{n}.kept" in tensors}:
+            for l in layers.values(): l.cfg = dataclasses.replace(l.cfg, kept=kept)   # `ll.load` attaches the layers' config
+        return tensors
 
 # %% ../../nbs/41_adalora.ipynb #0f2cd5f3
 def _budget(cfg:AdaLoRAConfig, n0:int, nT:int, step:int, T:int) -> tuple:
@@ -91,60 +97,54 @@ def _triplet_scores(l) -> torch.Tensor:
     "(r,) score sᵢ of each triplet of layer `l`: S(Eᵢ) + mean S(Aᵢ,:) + mean S(B:,ᵢ), S = Ī·Ū."
     S = {k: s * u for k, (s, u) in l._ipt.items()}
     return S["E"].view(-1) + torch.cat([S["A"].mean(1, keepdim=True), S["B"].mean(0).view(-1, 1)], 1).sum(1)
-def _prune(L:list, keep:int):
-    "Zero Eᵢ where sᵢ <= τ, the (Σr − keep)-th lowest score of all layers `L`; `kept` records the others."
+def _prune(L:list, keep:int, c:AdaLoRAConfig) -> AdaLoRAConfig:
+    "Zero Eᵢ where sᵢ <= τ, the (Σr − keep)-th lowest score of all layers `L`; `c` with the others as its `kept` (`c` if none to prune)."
     scores, k = [_triplet_scores(l) for l in L], sum(l.r for l in L) - keep
-    if k <= 0: return
+    if k <= 0: return c
     tau = torch.kthvalue(torch.cat(scores), k)[0].item()
-    for l, s in zip(L, scores): l.E.masked_fill_(s.view(-1, 1) <= tau, 0.0); l.kept.copy_(s > tau)
-@classmethod
+    for l, s in zip(L, scores): l.E.masked_fill_(s.view(-1, 1) <= tau, 0.0)
+    return dataclasses.replace(c, kept={l.name: (s > tau).tolist() for l, s in zip(L, scores)})   # Python lists, like PEFT's rank_pattern
 @torch.no_grad()
 def _on_step(cls, layers:dict, step:int, total_steps:Optional[int]=None):
-    "After optimizer.step(): update importances, prune to the step's budget; from T - tfinal on, hold the final ranks."
-    L = list(layers.values()); c = L[0].cfg
-    T = c.total_step or total_steps
+    "After optimizer.step(): update importances, prune to the step's budget; from T - tfinal on, hold the final ranks. Returns the changed config."
+    L = list(layers.values()); c0 = L[0].cfg; T = c0.total_step or total_steps
     if T is None: raise ValueError("AdaLoRA needs the run's length: set AdaLoRAConfig(total_step=...) or call ll.step(model, step, total_steps=...).")
-    new = dataclasses.replace(c, total_step=T) if c.total_step is None else None   # validated as a config field
+    c = c0 if c0.total_step else dataclasses.replace(c0, total_step=T)        # validated as a config field, before any change
     if step < T - c.tfinal:
         if lack := [f"{l.name}.{k}" for l in L for k in "AEB" if getattr(l, k).grad is None]:
             raise RuntimeError(f"ll.step: {lack[0]} has no gradient; call it after backward() and optimizer.step(), before zero_grad().")
         for l in L: _importance(l, c.beta1, c.beta2)
         keep, now = _budget(c, sum(l.r for l in L), c.target_rank() * len(L), step, T)
-        if now: _prune(L, keep)
+        if now: c = _prune(L, keep, c)
     elif step == T - c.tfinal:                                                  # the final pruning; scores unused after it
-        _prune(L, c.target_rank() * len(L))
+        c = _prune(L, c.target_rank() * len(L), c)
         for l in L: l._ipt = {}
     else:
-        for l in L: l.E.masked_fill_(l.kept.view(-1, 1) == 0, 0.0)
-    return new
-AdaLoRA.on_step = _on_step
+        for l in L: l.E.masked_fill_(~l.kept.view(-1, 1), 0.0)
+    return None if c is c0 else c                                               # a new config: ll.step hands it to every layer
+AdaLoRA.on_step = classmethod(_on_step)
 
 # %% ../../nbs/41_adalora.ipynb #3d135dc2
-@classmethod
 def _adalora_export(cls, cfg, layers, modules):
-    fields = dict(peft_type="ADALORA", init_r=cfg.r, target_r=cfg.target_rank(), lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias="none",
-                  **{f: getattr(cfg, f) for f in _SCHEDULE}) | {"total_step": cfg.total_step or cfg.tinit + cfg.tfinal + 1, "rank_pattern": {}}
-    tensors = {}
+    fields, tensors = dict(peft_type="ADALORA", init_r=cfg.r, target_r=cfg.target_rank(), lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, bias="none",
+        **{f: getattr(cfg, f) for f in _SCHEDULE}) | {"total_step": cfg.total_step or cfg.tinit + cfg.tfinal + 1, "rank_pattern": {}}, {}
     for n, l in layers.items():
-        keep = (l.kept > 0) | (l.E.view(-1) != 0)                           # kept, or grown back since (deltaT > 1)
+        keep = l.kept | (l.E.view(-1) != 0)                                   # kept, or grown back since (deltaT > 1)
         fields["rank_pattern"][f"{n}.lora_E"] = keep.tolist()
         tensors |= {peft_key(n, "lora_A"): l.A[keep], peft_key(n, "lora_E"): l.E[keep], peft_key(n, "lora_B"): l.B[:, keep]}
     return fields, tensors
-@classmethod
 def _adalora_import(cls, pc, dims, tensors, dtype):
     if not pc.setdefault("lora_alpha", 8) > 0: return None                        # read as LoRA instead (peft_io.AS_ANOTHER)
-    r, masks = pc.get("init_r", 12), pc.get("rank_pattern") or {}
-    cfg = AdaLoRAConfig(r=r, alpha=pc["lora_alpha"], target_r=min(pc.get("target_r", 8), r), dropout=pc.get("lora_dropout", 0.0), dtype=dtype,
-                        target_names=[f"^{re.escape(n)}$" for n in dims], exclude_names=(), **{f: pc[f] for f in _SCHEDULE if pc.get(f) is not None})
-    out = {}
+    r, masks, out = pc.get("init_r", 12), pc.get("rank_pattern") or {}, {}
     for n, (d_in, d_out) in dims.items():
         try: A, E, B = (tensors.pop(peft_key(n, k)) for k in ("lora_A", "lora_E", "lora_B"))
         except KeyError as e: raise ValueError(f"tensor {e} is missing for an ADALORA adapter on this model's targets.") from None
         keep = torch.tensor(masks.get(f"{n}.lora_E", [True] * r), dtype=torch.bool); k = int(keep.sum())
         if len(keep) != r or A.shape != (k, d_in) or E.shape != (k, 1) or B.shape != (d_out, k):
-            raise ValueError(f"{n}: AdaLoRA tensors A {tuple(A.shape)}, B {tuple(B.shape)} don't fit a {d_in}->{d_out} layer with {k} of "
-                             f"{r} triplets kept: was the adapter made for another base model?")
-        out[n] = {"A": A.new_zeros(r, d_in), "E": E.new_zeros(r, 1), "B": B.new_zeros(d_out, r), "kept": keep.to(dtype)}
+            raise ValueError(f"{n}: A {tuple(A.shape)}, B {tuple(B.shape)} don't fit {k} of {r} triplets of a {d_in}->{d_out} layer (another base model?)")
+        out[n] = {"A": A.new_zeros(r, d_in), "E": E.new_zeros(r, 1), "B": B.new_zeros(d_out, r)}
         out[n]["A"][keep], out[n]["E"][keep], out[n]["B"][:, keep] = A, E, B
-    return cfg, out
-AdaLoRA.peft_export, AdaLoRA.peft_import = _adalora_export, _adalora_import
+    kept = {n: [bool(b) for b in masks[f"{n}.lora_E"]] for n in dims if f"{n}.lora_E" in masks}   # the masks, now `cfg.kept`
+    return AdaLoRAConfig(r=r, alpha=pc["lora_alpha"], target_r=min(pc.get("target_r", 8), r), dropout=pc.get("lora_dropout", 0.0), dtype=dtype, kept=kept,
+                         target_names=[f"^{re.escape(n)}$" for n in dims], exclude_names=(), **{f: pc[f] for f in _SCHEDULE if pc.get(f) is not None}), out
+AdaLoRA.peft_export, AdaLoRA.peft_import = classmethod(_adalora_export), classmethod(_adalora_import)
