@@ -80,3 +80,56 @@ def trained_pair_diff(ours, pm, ids, steps=4):
     theirs = logits(pm, ids)
     with pm.disable_adapter(): assert (theirs - logits(pm, ids)).abs().max() > 1e-3, "PEFT's training didn't move the logits"
     return (logits(ours, ids) - theirs).abs().max().item()
+
+
+def trainable(m):
+    "The number of trainable parameters of a model."
+    return sum(p.numel() for p in m.parameters() if p.requires_grad)
+
+
+def llama32_3b(n_layers=28):
+    "Llama-3.2-3B's shapes (q 3072->3072, k/v 3072->1024, MLP 8192), small vocab, on the meta device (no memory); `n_layers` blocks."
+    from transformers import LlamaConfig, LlamaForCausalLM
+    c = LlamaConfig(vocab_size=32, hidden_size=3072, intermediate_size=8192, num_hidden_layers=n_layers, num_attention_heads=24,
+                    num_key_value_heads=8, head_dim=128, tie_word_embeddings=False)
+    with torch.device("meta"): return LlamaForCausalLM(c)
+
+
+def to_peft_matches(model, base, ids, path, label, tol=1e-5):
+    "Export `model` with to_peft to `path`, load it onto `base` with PEFT: the same logits to `tol`; returns (PEFT's model, adapter_config)."
+    import json, peft
+    import lora_lite as ll
+    ours = logits(model, ids)
+    ll.to_peft(model, path)
+    pc = json.loads((path / "adapter_config.json").read_text())
+    pm = peft.PeftModel.from_pretrained(base, path).eval()
+    d = (ours - logits(pm, ids)).abs().max().item()
+    print(f"{label} to_peft max|diff| vs PEFT: {d:.2e}")
+    assert d <= tol
+    return pm, pc
+
+
+def from_peft_matches(pm, make, ids, path, label, moved=1e-2, tol=1e-5):
+    "Save PEFT's model `pm` (off the base by > `moved`) to `path`, from_peft it onto `make()`: PEFT's logits to `tol`; returns (our model, its config)."
+    import lora_lite as ll
+    pm.save_pretrained(path); pm.eval()
+    theirs = logits(pm, ids)
+    with pm.disable_adapter(): assert (theirs - logits(pm, ids)).abs().max() > moved, "PEFT's adapter is (near) identity: the test would be trivial"
+    base = make()
+    cfg = ll.from_peft(base, path)
+    d = (logits(base, ids) - theirs).abs().max().item()
+    print(f"{label} from_peft max|diff| vs PEFT: {d:.2e}")
+    assert d <= tol
+    return base, cfg
+
+
+def assert_peft_round_trip(model, make, ids, path):
+    "from_peft(to_peft(model)) onto `make()` is exact: every adapter layer's tensors (same keys) and the logits."
+    import lora_lite as ll
+    ll.to_peft(model, path)
+    fresh = make(); ll.from_peft(fresh, path)
+    for (n, a), b in zip(ll.adapter_layers(model).items(), ll.adapter_layers(fresh).values()):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys(), n
+        for k, t in sa.items(): assert torch.equal(t, sb[k]), (n, k)
+    assert torch.equal(logits(fresh, ids), logits(model, ids))
