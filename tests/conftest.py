@@ -124,12 +124,12 @@ def from_peft_matches(pm, make, ids, path, label, moved=1e-2, tol=1e-5):
 
 
 def assert_peft_round_trip(model, make, ids, path):
-    "from_peft(to_peft(model)) onto `make()` is exact: every adapter layer's tensors (same keys) and the logits."
+    "from_peft(to_peft(model)) onto `make()` is exact: every adapter layer's parameters and buffers (same names) and the logits."
     import lora_lite as ll
     ll.to_peft(model, path)
     fresh = make(); ll.from_peft(fresh, path)
     for (n, a), b in zip(ll.adapter_layers(model).items(), ll.adapter_layers(fresh).values()):
-        sa, sb = a.state_dict(), b.state_dict()
-        assert sa.keys() == sb.keys(), n
-        for k, t in sa.items(): assert torch.equal(t, sb[k]), (n, k)
+        ta, tb = ({**dict(x.named_parameters()), **dict(x.named_buffers())} for x in (a, b))
+        assert ta.keys() == tb.keys(), n
+        for k, t in ta.items(): assert torch.equal(t, tb[k]), (n, k)
     assert torch.equal(logits(fresh, ids), logits(model, ids))

@@ -1,6 +1,6 @@
 """PEFT 0.21.2 is the oracle for PSOFT: to_peft/from_peft logits (PEFT re-runs the SVD at load), the init, training steps on
 realistic-spectrum weights, sign-aligned and refused exports, counts, bad inputs, decode cache."""
-import copy, json
+import copy
 import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
