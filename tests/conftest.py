@@ -124,10 +124,13 @@ def from_peft_matches(pm, make, ids, path, label, moved=1e-2, tol=1e-5):
 
 
 def assert_peft_round_trip(model, make, ids, path):
-    "from_peft(to_peft(model)) onto `make()` is exact: every adapter layer's parameters and buffers (same names) and the logits."
+    "from_peft(to_peft(model)) onto `make()` is exact: the whole state_dict, every adapter layer's parameters and buffers, the logits."
     import lora_lite as ll
     ll.to_peft(model, path)
     fresh = make(); ll.from_peft(fresh, path)
+    sa, sb = model.state_dict(), fresh.state_dict()
+    assert sa.keys() == sb.keys()
+    for k, t in sa.items(): assert torch.equal(t, sb[k]), k
     for (n, a), b in zip(ll.adapter_layers(model).items(), ll.adapter_layers(fresh).values()):
         ta, tb = ({**dict(x.named_parameters()), **dict(x.named_buffers())} for x in (a, b))
         assert ta.keys() == tb.keys(), n

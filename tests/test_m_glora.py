@@ -1,11 +1,11 @@
 """PEFT 0.21.2 is the oracle for GLoRA: to_peft/from_peft logits for both published configs and every path kind on a
 model with biases, trainable counts (PEFT's and its published Llama-3.2-3B counts), bad inputs, 4/8-bit bases, decode
 freshness, and a training run against PEFT's loss curve."""
-import copy, json
+import copy
 import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
-from conftest import train_steps, logits
+from conftest import train_steps, logits, perturb_adapter, trainable, llama32_3b, to_peft_matches, from_peft_matches, assert_peft_round_trip
 from realistic import peft_vs_ours_curves, quant_check, realistic_qwen3
 
 peft = pytest.importorskip("peft")
@@ -25,39 +25,19 @@ def test_to_peft_reproduces_our_logits(ids, tmp_path, case):
     ll.attach(model, ll.GloraConfig(**kw)); train_steps(model, ids)
     mine = logits(model, ids)
     assert (mine - y0).abs().max() > 1e-2, "the adapter did not move the logits"
-    ll.to_peft(model, tmp_path / "p")
-    pc = json.loads((tmp_path / "p" / "adapter_config.json").read_text())
+    _, pc = to_peft_matches(model, base, ids, tmp_path / "p", f"GLoRA {kw} bias={bias}")
     assert pc["peft_type"] == "GLORA" and pc["config_A_B"] == kw.get("config_A_B", "lora")
-    pm = peft.PeftModel.from_pretrained(base, tmp_path / "p").eval()
-    d = (mine - logits(pm, ids)).abs().max().item()
-    print(f"GLoRA {kw} bias={bias} to_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= 1e-5
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids_of)
 def test_from_peft_reproduces_peft_logits_and_round_trips(ids, tmp_path, case):
     kw, bias = case
     pm = peft.get_peft_model(tiny_qwen3(attention_bias=bias), peft.GloraConfig(target_modules=QV, **kw))
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in pm.parameters():
-            if p.requires_grad: p.add_(0.1 * torch.randn(p.shape, generator=g))
-    pm.save_pretrained(tmp_path / "p"); pm.eval()
-    theirs = logits(pm, ids)
-    with pm.disable_adapter(): plain = logits(pm, ids)
-    assert (theirs - plain).abs().max() > 1e-2, "the PEFT adapter is (near) identity: the test would be trivial"
-    base = tiny_qwen3(attention_bias=bias); cfg = ll.from_peft(base, tmp_path / "p")
+    perturb_adapter(pm, std=0.1)
+    make = lambda: tiny_qwen3(attention_bias=bias)
+    base, cfg = from_peft_matches(pm, make, ids, tmp_path / "p", f"GLoRA {kw} bias={bias}")
     assert isinstance(cfg, ll.GloraConfig) and cfg.config_C == kw.get("config_C", "lora")
-    mine = logits(base, ids)
-    d = (mine - theirs).abs().max().item()
-    print(f"GLoRA {kw} bias={bias} from_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= 1e-5
-    ll.to_peft(base, tmp_path / "q")                                       # from_peft(to_peft(x)) is exact
-    fresh = tiny_qwen3(attention_bias=bias); ll.from_peft(fresh, tmp_path / "q")
-    for a, b in zip(ll.adapter_layers(base).values(), ll.adapter_layers(fresh).values()):
-        assert a.state_dict().keys() == b.state_dict().keys()
-        assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
-    assert torch.equal(logits(fresh, ids), mine)
+    assert_peft_round_trip(base, make, ids, tmp_path / "q")
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids_of)
@@ -69,17 +49,13 @@ def test_trainable_count_equals_peft(case):
     with torch.device("meta"): m, m2 = Qwen3ForCausalLM(c), Qwen3ForCausalLM(c)
     ll.attach(m, ll.GloraConfig(**kw))
     pm = peft.get_peft_model(m2, peft.GloraConfig(target_modules=QV, **kw))
-    assert sum(p.numel() for p in m.parameters() if p.requires_grad) == sum(p.numel() for p in pm.parameters() if p.requires_grad)
+    assert trainable(m) == trainable(pm)
 
 
 @pytest.mark.parametrize("kw,published", zip(PUBLISHED, [4_587_520, 229_376]), ids=str)
 def test_llama_3b_count_is_peft_published(kw, published):
-    from transformers import LlamaConfig, LlamaForCausalLM
-    with torch.device("meta"):
-        m = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
-                                         num_attention_heads=24, num_key_value_heads=8, head_dim=128))
-    ll.attach(m, ll.GloraConfig(**kw))
-    assert sum(p.numel() for p in m.parameters() if p.requires_grad) == published
+    m = llama32_3b(); ll.attach(m, ll.GloraConfig(**kw))
+    assert trainable(m) == published
 
 
 @pytest.mark.parametrize("field,value", [("r", 0), ("config_A_B", "full"), ("config_C", "constant"),
