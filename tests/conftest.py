@@ -136,3 +136,31 @@ def assert_peft_round_trip(model, make, ids, path):
         assert ta.keys() == tb.keys(), n
         for k, t in ta.items(): assert torch.equal(t, tb[k]), (n, k)
     assert torch.equal(logits(fresh, ids), logits(model, ids))
+
+
+def curves_match_peft(ours, theirs, ids, label, rtol=1e-5, falls=True, **kw):
+    "Train `ours` and PEFT's `theirs` alike (realistic.curves, `kw`): equal losses to `rtol`, ours falling if `falls`; returns both eval logits."
+    from realistic import curves
+    losses = curves((ours, theirs), ids, **kw)
+    print(f"{label} training losses: ours {losses[0].tolist()} PEFT {losses[1].tolist()}")
+    if falls: assert losses[0][-1] < losses[0][0] - 1e-3
+    torch.testing.assert_close(losses[0], losses[1], rtol=rtol, atol=0)
+    return logits(ours, ids), logits(theirs, ids)
+
+
+def assert_trains_like_peft(peft_cfg, label, **kw):
+    "From PEFT's own init (realistic.peft_vs_ours_curves, `kw`): PEFT's loss falls and ours follows it within 1e-5."
+    from realistic import peft_vs_ours_curves
+    theirs, ours = peft_vs_ours_curves(peft_cfg, **kw)
+    d = max(abs(a - b) for a, b in zip(theirs, ours))
+    print(f"{label} losses PEFT {[round(x, 5) for x in theirs]} ours max|diff| {d:.1e}")
+    assert theirs[-1] < theirs[0] - 1e-3 and d <= 1e-5
+
+
+def assert_quant_ok(cfg, quant, label, **model_kw):
+    "realistic.quant_check of `cfg` on a 4/8-bit base: identity at init, finite grads, exact detach, base untouched, effect within 1e-4/1e-3."
+    from realistic import quant_check
+    got = quant_check(cfg, quant, **model_kw)
+    print(f"{label} on {quant}: {got}")
+    assert got["init"] == 0 and got["finite_grads"] and got["detach_exact"] and got["base_untouched"]
+    assert got["effect_rel_err"] <= (1e-4 if quant == "nf4" else 1e-3)

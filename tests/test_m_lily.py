@@ -9,8 +9,8 @@ import lora_lite as ll
 from lora_lite.core import Variant
 from lora_lite.helpers import tiny_qwen3
 from conftest import (snapshot, assert_unchanged, train_steps, logits, perturb_adapter, trainable, llama32_3b, to_peft_matches,
-                      from_peft_matches, assert_peft_round_trip)
-from realistic import peft_vs_ours_curves, quant_check, train_curve
+                      from_peft_matches, assert_peft_round_trip, assert_quant_ok, assert_trains_like_peft)
+from realistic import train_curve
 
 peft = pytest.importorskip("peft")
 QV, MLP = ["q_proj", "v_proj"], ["gate_proj", "up_proj", "down_proj"]
@@ -153,18 +153,12 @@ def test_bad_config_values_name_the_field(field, value):
 @pytest.mark.parametrize("quant", ["nf4", "int8"])
 def test_quantized_bases(quant):
     pytest.importorskip("bitsandbytes")
-    got = quant_check(ll.LilyConfig(r=8, alpha=2.0, stride_A=2, target_names=("proj",)), quant, attention_bias=True)
-    print(f"Lily on {quant}: {got}")
-    assert got["init"] == 0 and got["finite_grads"] and got["detach_exact"] and got["base_untouched"]
-    assert got["effect_rel_err"] <= (1e-4 if quant == "nf4" else 1e-3)
+    assert_quant_ok(ll.LilyConfig(r=8, alpha=2.0, stride_A=2, target_names=("proj",)), quant, "Lily", attention_bias=True)
 
 
 def test_trains_like_peft():
     "From PEFT's own init, six AdamW steps on a model with a trained-like spectrum give PEFT's loss curve."
-    theirs, mine = peft_vs_ours_curves(peft.LilyConfig(r=8, scaling=2.0, stride_A=2, num_B=2, target_modules=QV + MLP), lr=1e-2)
-    d = max(abs(a - b) for a, b in zip(theirs, mine))
-    print(f"Lily losses PEFT {[round(x, 5) for x in theirs]} ours max|diff| {d:.1e}")
-    assert theirs[-1] < theirs[0] - 1e-3 and d <= 1e-5
+    assert_trains_like_peft(peft.LilyConfig(r=8, scaling=2.0, stride_A=2, num_B=2, target_modules=QV + MLP), "Lily", lr=1e-2)
 
 
 

@@ -5,8 +5,8 @@ import copy
 import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
-from conftest import train_steps, logits, perturb_adapter, trainable, llama32_3b, to_peft_matches, from_peft_matches, assert_peft_round_trip
-from realistic import peft_vs_ours_curves, quant_check
+from conftest import (train_steps, logits, perturb_adapter, trainable, llama32_3b, to_peft_matches, from_peft_matches, assert_peft_round_trip,
+                      assert_quant_ok, assert_trains_like_peft)
 
 peft = pytest.importorskip("peft")
 QV = ["q_proj", "v_proj"]
@@ -74,18 +74,12 @@ def test_export_refuses_per_layer_ranks(tmp_path):
 @pytest.mark.parametrize("quant", ["nf4", "int8"])
 def test_quantized_bases(quant):
     pytest.importorskip("bitsandbytes")
-    got = quant_check(ll.PeanutConfig(r=8, depth=1, alpha=2.0, target_names=("proj",)), quant, attention_bias=True)
-    print(f"PEANuT on {quant}: {got}")
-    assert got["init"] == 0 and got["finite_grads"] and got["detach_exact"] and got["base_untouched"]
-    assert got["effect_rel_err"] <= (1e-4 if quant == "nf4" else 1e-3)
+    assert_quant_ok(ll.PeanutConfig(r=8, depth=1, alpha=2.0, target_names=("proj",)), quant, "PEANuT", attention_bias=True)
 
 
 def test_trains_like_peft():
     "From PEFT's own init, six AdamW steps on a model with a trained-like spectrum give PEFT's loss curve."
-    theirs, mine = peft_vs_ours_curves(peft.PeanutConfig(r=8, scaling=2.0, target_modules=QV), lr=1e-2)
-    d = max(abs(a - b) for a, b in zip(theirs, mine))
-    print(f"PEANuT losses PEFT {[round(x, 5) for x in theirs]} ours max|diff| {d:.1e}")
-    assert theirs[-1] < theirs[0] - 1e-3 and d <= 1e-5
+    assert_trains_like_peft(peft.PeanutConfig(r=8, scaling=2.0, target_modules=QV), "PEANuT", lr=1e-2)
 
 
 def test_decode_outputs_are_fresh(ids):
