@@ -164,3 +164,13 @@ def assert_quant_ok(cfg, quant, label, **model_kw):
     print(f"{label} on {quant}: {got}")
     assert got["init"] == 0 and got["finite_grads"] and got["detach_exact"] and got["base_untouched"]
     assert got["effect_rel_err"] <= (1e-4 if quant == "nf4" else 1e-3)
+
+
+def assert_attach_refused(cfg, phrase, layer="model.layers.0.self_attn.q_proj", model=None):
+    "attach(cfg) to `model` (default a tiny Qwen3) fails with `phrase`, naming `layer`, and leaves the model as it was."
+    import lora_lite as ll
+    m = tiny_qwen3() if model is None else model
+    snap = snapshot(m)
+    with pytest.raises(ValueError, match=phrase) as e: ll.attach(m, cfg)
+    assert layer in str(e.value)
+    assert_unchanged(m, snap)

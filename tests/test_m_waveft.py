@@ -5,7 +5,7 @@ from torch import nn
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
 from lora_lite.variants.waveft import WaveFT, wave_positions
-from conftest import (snapshot, assert_unchanged, train_steps, logits, perturb_adapter, trainable, llama32_3b, to_peft_matches,
+from conftest import (assert_attach_refused, snapshot, assert_unchanged, train_steps, logits, perturb_adapter, trainable, llama32_3b, to_peft_matches,
                       from_peft_matches, assert_peft_round_trip, curves_match_peft)
 
 peft = pytest.importorskip("peft")
@@ -116,10 +116,7 @@ def test_other_wavelet_family_folder_is_refused_and_model_unchanged(tmp_path):
 
 
 def test_layer_too_small_is_named_and_model_unchanged():
-    m = tiny_qwen3(); snap = snapshot(m)                                   # v_proj 64->32 has 2048 entries
-    with pytest.raises(ValueError, match="n_frequency=3000") as e: ll.attach(m, ll.WaveFTConfig(n_frequency=3000))
-    assert "model.layers.0.self_attn.v_proj" in str(e.value)
-    assert_unchanged(m, snap)
+    assert_attach_refused(ll.WaveFTConfig(n_frequency=3000), "n_frequency=3000", "model.layers.0.self_attn.v_proj")   # v_proj 64->32 has 2048 entries
 
 
 def test_export_refuses_positions_peft_would_not_draw(tmp_path):
