@@ -174,3 +174,24 @@ def assert_attach_refused(cfg, phrase, layer="model.layers.0.self_attn.q_proj", 
     with pytest.raises(ValueError, match=phrase) as e: ll.attach(m, cfg)
     assert layer in str(e.value)
     assert_unchanged(m, snap)
+
+
+def assert_decode_fresh(m, ids, *params, moved=1e-3):
+    "No-grad forwards repeat bit for bit and equal the autograd one; after each in-place edit (+0.5) of `params` they move by > `moved` and still do."
+    a, b = logits(m, ids), logits(m, ids)
+    assert torch.equal(a, b) and torch.equal(a, m(ids).logits.detach())
+    for p in params:
+        with torch.no_grad(): p.add_(0.5)
+        d = logits(m, ids)
+        assert (d - a).abs().max() > moved and torch.equal(d, m(ids).logits.detach())
+        a = d
+
+
+def assert_other_width_file_refused(peft_cfg, path):
+    "A PEFT adapter (`peft_cfg`) saved for the 64-wide tiny Qwen3 is refused by from_peft on a 128-wide one (the error says shape), model unchanged."
+    import peft
+    import lora_lite as ll
+    peft.get_peft_model(tiny_qwen3(hidden=64), peft_cfg).save_pretrained(path)
+    m = tiny_qwen3(hidden=128); snap = snapshot(m)
+    with pytest.raises(ValueError, match="shape"): ll.from_peft(m, path)
+    assert_unchanged(m, snap)

@@ -1,9 +1,9 @@
 """MiSS beyond the PEFT table (test_peft.py: to_peft/from_peft logits and round trips of the plain, padded, mini and Bat
 modes, counts, bad values): Bat's published count, its refusals and quirks, quantized bases, training, decode freshness."""
-import pytest, torch
+import pytest
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
-from conftest import train_steps, trainable, llama32_3b, assert_quant_ok, assert_trains_like_peft, assert_attach_refused
+from conftest import train_steps, trainable, llama32_3b, assert_quant_ok, assert_trains_like_peft, assert_attach_refused, assert_decode_fresh
 
 peft = pytest.importorskip("peft")
 QV = ["q_proj", "v_proj"]
@@ -39,12 +39,4 @@ def test_bat_trains_like_peft():
 @pytest.mark.parametrize("kw", [dict(r=8), dict(r=8, init_weights="bat")], ids=str)
 def test_decode_outputs_are_fresh(ids, kw):
     m = tiny_qwen3(); ll.attach(m, ll.MissConfig(**kw)); train_steps(m, ids, steps=1)
-    layer = ll.adapter_layers(m)["model.layers.0.self_attn.q_proj"]
-    with torch.no_grad(): a, b = m(ids).logits, m(ids).logits
-    c = m(ids).logits.detach()                                             # under autograd: nothing can be cached
-    assert torch.equal(a, b) and torch.equal(a, c)
-    with torch.no_grad():
-        layer.B.add_(0.5)
-        d = m(ids).logits
-    assert (d - a).abs().max() > 1e-3
-    assert torch.equal(d, m(ids).logits.detach())
+    assert_decode_fresh(m, ids, ll.adapter_layers(m)["model.layers.0.self_attn.q_proj"].B)   # under autograd: nothing can be cached
