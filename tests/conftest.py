@@ -195,3 +195,16 @@ def assert_other_width_file_refused(peft_cfg, path):
     m = tiny_qwen3(hidden=128); snap = snapshot(m)
     with pytest.raises(ValueError, match="shape"): ll.from_peft(m, path)
     assert_unchanged(m, snap)
+
+
+def biased_qwen3(hidden=64, **kw):
+    "A tiny Qwen3 whose attention projections have biases, filled with random values (transformers inits them to 0)."
+    m = tiny_qwen3(hidden=hidden, attention_bias=True, **kw)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if n.endswith("proj.bias"): p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    return m
+
+
+MOVE_STD = dict(unilora=0.5, antipasto_ablate=0.5)   # a tiny shared vector / a contractive gain move the logits < 1e-3 at 0.05
