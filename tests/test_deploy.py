@@ -5,7 +5,7 @@ import warnings
 import pytest, torch
 import lora_lite as ll
 from lora_lite.deploy import merged_state_dict, save_merged, disabled, summary
-from conftest import tiny_qwen3, snapshot, assert_unchanged, token_batches, perturb_adapter
+from conftest import tiny_qwen3, snapshot, assert_unchanged, token_batches, perturb_adapter, biased_qwen3, MOVE_STD
 from transformers import AutoModelForCausalLM
 from transformers.utils import logging as hf_logging
 
@@ -20,26 +20,13 @@ def logits(m, ids=IDS):
     with torch.no_grad(): return m(input_ids=ids).logits
 
 
-def biased_qwen3(hidden=128, **kw):
-    "A tiny Qwen3 whose attention projections have biases, filled with random values (transformers inits them to 0)."
-    m = tiny_qwen3(hidden=hidden, attention_bias=True, **kw)
-    g = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for n, p in m.named_parameters():
-            if n.endswith("proj.bias"): p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return m
-
-
-STD = dict(unilora=0.5, antipasto_ablate=0.5)   # a tiny shared vector / a contractive gain move the logits < 1e-3 at 0.05
-
-
 def adapted(name, hidden=128, std=0.05, **model_kw):
     "A tiny Qwen3 (biased attention projections) with variant `name`'s small config (`example`) on every proj layer, perturbed."
     m, V = biased_qwen3(hidden, **model_kw), ll.VARIANTS[name]
     cfg = ll.get_config(name, **{**V.example, "target_names": TARGETS.get(name, ("proj",))})
     torch.manual_seed(0)
     ll.attach(m, cfg, calibration_data=token_batches() if V.needs_calibration else None)
-    perturb_adapter(m, std=STD.get(name, std))
+    perturb_adapter(m, std=MOVE_STD.get(name, std))
     return m, cfg
 
 
@@ -105,7 +92,7 @@ def test_merged_export_quantized(name, quant, tmp_path):
     "A 4/8-bit base merges to dequantized W + ΔW in the compute dtype, with no quantization keys and a plain config."
     pytest.importorskip("bitsandbytes")
     from transformers import BitsAndBytesConfig
-    biased_qwen3().save_pretrained(tmp_path / "base")
+    biased_qwen3(128).save_pretrained(tmp_path / "base")
     q = (BitsAndBytesConfig(load_in_8bit=True) if quant == "int8" else
          BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32))
     m = AutoModelForCausalLM.from_pretrained(tmp_path / "base", quantization_config=q, device_map="cpu").train()  # train: no CPU repacking

@@ -6,7 +6,7 @@ import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
 from safetensors.torch import load_file, save_file
-from conftest import snapshot, assert_unchanged, logits
+from conftest import snapshot, assert_unchanged, logits, trainable, llama32_3b
 
 peft = pytest.importorskip("peft")
 TOL = 1e-5
@@ -191,27 +191,17 @@ def test_bad_step_calls_leave_the_adapter_unchanged(ids):
     assert ll.adapter_config(m).total_step is None
 
 
-def _llama32_3b():
-    from transformers import LlamaConfig, LlamaForCausalLM
-    c = LlamaConfig(vocab_size=32, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
-                    num_key_value_heads=8, head_dim=128)
-    with torch.device("meta"): return LlamaForCausalLM(c)
-
-
-def _trainable(m): return sum(p.numel() for p in m.parameters() if p.requires_grad)
-
-
 def test_trainable_count_equals_peft():
     """adalora/llama-3.2-3B-rank32 (init_r 64 on q 3072->3072, v 3072->1024, 28 blocks): init_r·(d_in + d_out + 1) per module,
     PEFT's 18.35M. PEFT 0.21.2 built on the meta device also marks each module's scalar `ranknum` trainable (+56); on a real
     device it doesn't, and the counts are equal (tiny Qwen3)."""
-    m = _llama32_3b(); ll.attach(m, ll.AdaLoRAConfig(r=64, target_r=32, alpha=8.0))
-    pm = peft.get_peft_model(_llama32_3b(), peft.AdaLoraConfig(init_r=64, target_r=32, tinit=200, tfinal=500, total_step=5000,
+    m = llama32_3b(); ll.attach(m, ll.AdaLoRAConfig(r=64, target_r=32, alpha=8.0))
+    pm = peft.get_peft_model(llama32_3b(), peft.AdaLoraConfig(init_r=64, target_r=32, tinit=200, tfinal=500, total_step=5000,
                                                                 lora_alpha=8, target_modules=QV))
-    assert _trainable(m) == 28 * 64 * ((3072 + 3072 + 1) + (3072 + 1024 + 1)) == _trainable(pm) - 2 * 28
-    assert round(_trainable(m) / 1e6, 2) == 18.35
+    assert trainable(m) == 28 * 64 * ((3072 + 3072 + 1) + (3072 + 1024 + 1)) == trainable(pm) - 2 * 28
+    assert round(trainable(m) / 1e6, 2) == 18.35
     small = tiny_qwen3(); ll.attach(small, ll.AdaLoRAConfig(r=8, alpha=8.0))
-    assert _trainable(small) == _trainable(peft.get_peft_model(tiny_qwen3(), peft.AdaLoraConfig(init_r=8, total_step=10, target_modules=QV)))
+    assert trainable(small) == trainable(peft.get_peft_model(tiny_qwen3(), peft.AdaLoraConfig(init_r=8, total_step=10, target_modules=QV)))
 
 
 @pytest.mark.parametrize("quant", ["4bit", "8bit"])

@@ -3,7 +3,8 @@ import copy, json
 import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
-from conftest import snapshot, assert_unchanged, train_steps, logits
+from conftest import (snapshot, assert_unchanged, train_steps, logits, perturb_adapter, trainable, llama32_3b, to_peft_matches,
+                      from_peft_matches, assert_peft_round_trip)
 
 peft = pytest.importorskip("peft")
 TOL = 1e-5
@@ -34,37 +35,17 @@ def test_to_peft_reproduces_our_logits(ids, tmp_path, kw):
     train_steps(model, ids)
     ours = logits(model, ids)
     assert (ours - y0).abs().max() > 1e-2, "the adapter did not move the logits"
-    ll.to_peft(model, tmp_path / "p")
-    pc = json.loads((tmp_path / "p" / "adapter_config.json").read_text())
+    _, pc = to_peft_matches(model, base, ids, tmp_path / "p", f"BD-LoRA {kw}")
     assert pc["peft_type"] == "LORA" and pc["use_bdlora"]["nblocks"] == kw["nblocks"]
-    pm = peft.PeftModel.from_pretrained(base, tmp_path / "p").eval()
-    d = (ours - logits(pm, ids)).abs().max().item()
-    print(f"BD-LoRA {kw} to_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= TOL
 
 
 @pytest.mark.parametrize("kw", CASES, ids=range(len(CASES)))
 def test_from_peft_reproduces_peft_logits_and_round_trips(ids, tmp_path, kw):
     pm = peft.get_peft_model(tiny_qwen3(), _peft_cfg(kw))
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in pm.parameters():
-            if p.requires_grad: p.add_(0.1 * torch.randn(p.shape, generator=g))   # B off zero: not the identity
-    pm.save_pretrained(tmp_path / "p"); pm.eval()
-    theirs = logits(pm, ids)
-    with pm.disable_adapter(): assert (theirs - logits(pm, ids)).abs().max() > 1e-2, "PEFT's adapter is (near) identity"
-    base = tiny_qwen3()
-    cfg = ll.from_peft(base, tmp_path / "p")
+    perturb_adapter(pm, std=0.1)                                            # B off zero: not the identity
+    base, cfg = from_peft_matches(pm, tiny_qwen3, ids, tmp_path / "p", f"BD-LoRA {kw}")
     assert isinstance(cfg, ll.BdLoRAConfig) and cfg.nblocks == kw["nblocks"]
-    ours = logits(base, ids)
-    d = (ours - theirs).abs().max().item()
-    print(f"BD-LoRA {kw} from_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= TOL
-    ll.to_peft(base, tmp_path / "q")                                      # from_peft(to_peft(x)) is exact
-    fresh = tiny_qwen3(); ll.from_peft(fresh, tmp_path / "q")
-    for (n, a), b in zip(ll.adapter_layers(base).items(), ll.adapter_layers(fresh).values()):
-        assert torch.equal(a.A, b.A) and torch.equal(a.B, b.B), n
-    assert torch.equal(logits(fresh, ids), ours)
+    assert_peft_round_trip(base, tiny_qwen3, ids, tmp_path / "q")
 
 
 def test_init_matches_peft_distribution():
@@ -79,26 +60,15 @@ def test_init_matches_peft_distribution():
         assert 0.9 * bound < l.A.abs().max() <= bound and 0.9 * bound < pa.abs().max() <= bound, n
 
 
-def _llama_3b(n_layers=28):
-    "Llama-3.2-3B's shapes on the meta device (q 3072->3072, k/v ->1024, gate/up 3072->8192, down 8192->3072)."
-    from transformers import LlamaConfig, LlamaForCausalLM
-    c = LlamaConfig(vocab_size=32, hidden_size=3072, intermediate_size=8192, num_hidden_layers=n_layers, num_attention_heads=24,
-                    num_key_value_heads=8, head_dim=128, tie_word_embeddings=False)
-    with torch.device("meta"): return LlamaForCausalLM(c)
-
-
-def _trainable(m): return sum(p.numel() for p in m.parameters() if p.requires_grad)
-
-
 def test_trainable_count_equals_peft_and_published():
     "PEFT's lora/llama-3.2-3B-rank14-target-mlp-bdlora: 8,429,568 trainable parameters (its result file)."
-    ours = _llama_3b(); ll.attach(ours, ll.get_config("bdlora", **{k: v for k, v in ll.BdLoRA.bench.items() if k != "lr"}))
+    ours = llama32_3b(); ll.attach(ours, ll.get_config("bdlora", **{k: v for k, v in ll.BdLoRA.bench.items() if k != "lr"}))
     pc = json.loads('{"r": 14, "lora_alpha": 28, "target_modules": ["gate_proj", "up_proj", "down_proj"], "use_bdlora": '
                     '{"target_modules_bd_a": ["o_proj", "down_proj"], "target_modules_bd_b": ["q_proj", "v_proj", "k_proj", '
                     '"up_proj", "gate_proj"], "nblocks": 2}}')                   # the experiment's adapter_config.json
-    pm = peft.get_peft_model(_llama_3b(), peft.LoraConfig(**pc))
-    print(f"BD-LoRA trainable on Llama-3.2-3B: ours {_trainable(ours):,} PEFT {_trainable(pm):,}")
-    assert _trainable(ours) == _trainable(pm) == 8_429_568
+    pm = peft.get_peft_model(llama32_3b(), peft.LoraConfig(**pc))
+    print(f"BD-LoRA trainable on Llama-3.2-3B: ours {trainable(ours):,} PEFT {trainable(pm):,}")
+    assert trainable(ours) == trainable(pm) == 8_429_568
 
 
 def test_bad_inputs_are_named_and_leave_the_model_unchanged():
@@ -125,10 +95,7 @@ def test_inference_forms_equal_training_form(pad_max, monkeypatch):
     monkeypatch.setattr(ll.BdLoRA, "pad_max", pad_max)
     m = tiny_qwen3()
     ll.attach(m, ll.BdLoRAConfig(r=8, nblocks=4, target_names=tuple(MLP_ATTN)))
-    g = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.requires_grad: p.add_(0.2 * torch.randn(p.shape, generator=g))
+    perturb_adapter(m, std=0.2, seed=2)
     m.eval()
     assert all(l.padded == (pad_max > 0) for l in ll.adapter_layers(m).values())
     for ids in (torch.randint(0, 128, (1, 1)), torch.randint(0, 128, (2, 5))):

@@ -3,8 +3,7 @@ import copy, json
 import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
-from conftest import snapshot, assert_unchanged, logits
-from realistic import curves
+from conftest import snapshot, assert_unchanged, logits, trainable, llama32_3b, to_peft_matches, from_peft_matches, assert_peft_round_trip, curves_match_peft
 
 peft = pytest.importorskip("peft")
 TOL = 1e-5
@@ -23,13 +22,8 @@ def test_to_peft_reproduces_our_logits(ids, tmp_path, kw, bias):
         for l in ll.adapter_layers(model).values(): l.beta.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
     ours = logits(model, ids)
     assert (ours - logits(base, ids)).abs().max() > 1e-2, "the adapter did not move the logits"
-    ll.to_peft(model, tmp_path / "p")
-    pc = json.loads((tmp_path / "p" / "adapter_config.json").read_text())
+    _, pc = to_peft_matches(model, base, ids, tmp_path / "p", f"BEFT {kw} bias={bias}")
     assert pc["peft_type"] == "BEFT" and sorted(pc["target_modules"]) == sorted(ll.adapter_layers(model))
-    pm = peft.PeftModel.from_pretrained(base, tmp_path / "p").eval()
-    d = (ours - logits(pm, ids)).abs().max().item()
-    print(f"BEFT {kw} bias={bias} to_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= TOL
 
 
 @pytest.mark.parametrize("kw", CASES, ids=range(len(CASES)))
@@ -39,40 +33,18 @@ def test_from_peft_reproduces_peft_logits_and_round_trips(ids, tmp_path, kw):
     with torch.no_grad():
         for p in pm.parameters():
             if p.requires_grad: p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
-    pm.save_pretrained(tmp_path / "p"); pm.eval()
-    theirs = logits(pm, ids)
-    with pm.disable_adapter(): assert (theirs - logits(pm, ids)).abs().max() > 1e-2, "PEFT's adapter is (near) identity"
-    base = tiny_qwen3()
-    cfg = ll.from_peft(base, tmp_path / "p")
+    base, cfg = from_peft_matches(pm, tiny_qwen3, ids, tmp_path / "p", f"BEFT {kw}")
     assert isinstance(cfg, ll.BEFTConfig) and cfg.init_weights == kw.get("init_weights", True)
-    ours = logits(base, ids)
-    d = (ours - theirs).abs().max().item()
-    print(f"BEFT {kw} from_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= TOL
-    ll.to_peft(base, tmp_path / "q")                                       # from_peft(to_peft(x)) is exact
-    fresh = tiny_qwen3(); ll.from_peft(fresh, tmp_path / "q")
-    for (n, a), b in zip(ll.adapter_layers(base).items(), ll.adapter_layers(fresh).values()): assert torch.equal(a.beta, b.beta), n
-    assert torch.equal(logits(fresh, ids), ours)
-
-
-def _llama_3b(n_layers=28):
-    "Llama-3.2-3B's shapes on the meta device (v_proj 3072->1024)."
-    from transformers import LlamaConfig, LlamaForCausalLM
-    c = LlamaConfig(vocab_size=32, hidden_size=3072, intermediate_size=8192, num_hidden_layers=n_layers, num_attention_heads=24,
-                    num_key_value_heads=8, head_dim=128, tie_word_embeddings=False)
-    with torch.device("meta"): return LlamaForCausalLM(c)
-
-
-def _trainable(m): return sum(p.numel() for p in m.parameters() if p.requires_grad)
+    assert_peft_round_trip(base, tiny_qwen3, ids, tmp_path / "q")
 
 
 def test_trainable_count_equals_peft_and_published():
     "PEFT's beft/llama-3.2-3B-target-v_proj: 28,672 trainable parameters (its result file)."
-    ours = _llama_3b(); ll.attach(ours, ll.get_config("beft", **{k: v for k, v in ll.BEFT.bench.items() if k != "lr"}))
+    ours = llama32_3b(); ll.attach(ours, ll.get_config("beft", **{k: v for k, v in ll.BEFT.bench.items() if k != "lr"}))
     pc = json.loads('{"init_weights": true, "target_modules": ["v_proj"]}')   # the experiment's adapter_config.json
-    pm = peft.get_peft_model(_llama_3b(), peft.BeftConfig(**pc))
-    print(f"BEFT trainable on Llama-3.2-3B: ours {_trainable(ours):,} PEFT {_trainable(pm):,}")
-    assert _trainable(ours) == _trainable(pm) == 28_672
+    pm = peft.get_peft_model(llama32_3b(), peft.BeftConfig(**pc))
+    print(f"BEFT trainable on Llama-3.2-3B: ours {trainable(ours):,} PEFT {trainable(pm):,}")
+    assert trainable(ours) == trainable(pm) == 28_672
 
 
 def test_training_equals_peft(ids):
@@ -80,11 +52,7 @@ def test_training_equals_peft(ids):
     base = tiny_qwen3(hidden=128)
     ours, theirs = copy.deepcopy(base), peft.get_peft_model(copy.deepcopy(base), peft.BeftConfig(target_modules=["v_proj"]))
     ll.attach(ours, ll.BEFTConfig())
-    losses = curves((ours, theirs), ids)   # 5 AdamW steps each
-    print(f"BEFT training losses: ours {losses[0].tolist()} PEFT {losses[1].tolist()}")
-    assert losses[0][-1] < losses[0][0] - 1e-3
-    torch.testing.assert_close(losses[0], losses[1], rtol=1e-6, atol=0)
-    a, b = logits(ours.eval(), ids), logits(theirs.eval(), ids)
+    a, b = curves_match_peft(ours, theirs, ids, "BEFT", rtol=1e-6)   # 5 AdamW steps each
     assert (a - b).abs().max() <= TOL
 
 

@@ -3,7 +3,8 @@ import copy, json
 import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
-from conftest import snapshot, assert_unchanged, train_steps, logits
+from conftest import (snapshot, assert_unchanged, train_steps, logits, perturb_adapter, trained_pair_diff, trainable, llama32_3b,
+                      to_peft_matches, from_peft_matches, assert_peft_round_trip)
 
 peft = pytest.importorskip("peft")
 TOL = 1e-5
@@ -16,13 +17,6 @@ def _peft_cfg(kw):
     c = ll.DeftConfig(**kw)
     return peft.DeftConfig(r=c.r, alpha=c.alpha, decomposition_method=c.decomposition_method, para=c.para,
                            init_weights=c.init_weights, init_scale=c.init_scale, deft_dropout=c.deft_dropout, target_modules=QV)
-
-
-def _perturb(pm, std=0.1, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in pm.parameters():
-            if p.requires_grad: p.add_(std * torch.randn(p.shape, generator=g))
 
 
 def _copy_into_peft(ours, pm):
@@ -42,34 +36,18 @@ def test_to_peft_reproduces_our_logits(ids, tmp_path, kw):
     train_steps(model, ids)
     ours = logits(model, ids)
     assert (ours - y0).abs().max() > 1e-3, "the adapter did not move the logits"
-    ll.to_peft(model, tmp_path / "p")
-    pc = json.loads((tmp_path / "p" / "adapter_config.json").read_text())
+    _, pc = to_peft_matches(model, base, ids, tmp_path / "p", f"DeFT {kw}")
     assert pc["peft_type"] == "DEFT" and sorted(pc["target_modules"]) == sorted(ll.adapter_layers(model))
-    pm = peft.PeftModel.from_pretrained(base, tmp_path / "p").eval()
-    d = (ours - logits(pm, ids)).abs().max().item()
-    print(f"DeFT {kw} to_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= TOL
 
 
 @pytest.mark.parametrize("kw", CONFIGS, ids=str)
 def test_from_peft_reproduces_peft_logits_and_round_trips(ids, tmp_path, kw):
     pm = peft.get_peft_model(tiny_qwen3(attention_bias=True), _peft_cfg(kw))
-    _perturb(pm); pm.save_pretrained(tmp_path / "p"); pm.eval()
-    theirs = logits(pm, ids)
-    with pm.disable_adapter(): plain = logits(pm, ids)
-    assert (theirs - plain).abs().max() > 1e-3, "the PEFT adapter is (near) identity: the test would be trivial"
-    base = tiny_qwen3(attention_bias=True)
-    cfg = ll.from_peft(base, tmp_path / "p")
+    perturb_adapter(pm, std=0.1)
+    make = lambda: tiny_qwen3(attention_bias=True)
+    base, cfg = from_peft_matches(pm, make, ids, tmp_path / "p", f"DeFT {kw}", moved=1e-3)
     assert isinstance(cfg, ll.DeftConfig) and (cfg.r, cfg.para, cfg.decomposition_method) == (kw["r"], kw.get("para", False), kw.get("decomposition_method", "relu"))
-    ours = logits(base, ids)
-    d = (ours - theirs).abs().max().item()
-    print(f"DeFT {kw} from_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= TOL
-    ll.to_peft(base, tmp_path / "q")                                       # from_peft(to_peft(x)) is exact
-    fresh = tiny_qwen3(attention_bias=True); ll.from_peft(fresh, tmp_path / "q")
-    for (n, a), b in zip(ll.adapter_layers(base).items(), ll.adapter_layers(fresh).values()):
-        for k, t in a.state_dict().items(): assert torch.equal(t, b.state_dict()[k]), (n, k)
-    assert torch.equal(logits(fresh, ids), ours)
+    assert_peft_round_trip(base, make, ids, tmp_path / "q")
 
 
 @pytest.mark.parametrize("kw", [dict(r=4, alpha=16.0), dict(r=4, decomposition_method="qr")], ids=str)
@@ -94,33 +72,21 @@ def test_training_steps_match_peft(ids, kw):
     "Same init, same AdamW steps (realistic-scale weights: the tiny model's own init): the logits stay equal."
     ours_m, pm = tiny_qwen3(attention_bias=True), peft.get_peft_model(tiny_qwen3(attention_bias=True), _peft_cfg(kw))
     ll.attach(ours_m, ll.DeftConfig(**kw)); _copy_into_peft(ours_m, pm)
-    train_steps(ours_m, ids, steps=4); train_steps(pm, ids, steps=4)
-    with pm.disable_adapter(): plain = logits(pm, ids)
-    assert (logits(pm, ids) - plain).abs().max() > 1e-3
-    d = (logits(ours_m, ids) - logits(pm, ids)).abs().max().item()
+    d = trained_pair_diff(ours_m, pm, ids, steps=4)
     print(f"DeFT {kw} after 4 AdamW steps each, max|diff| vs PEFT: {d:.2e}")
     assert d <= TOL
-
-
-def _llama32_3b(device="meta"):
-    "Llama-3.2-3B's shapes (28 blocks, q 3072->3072, v 3072->1024), small vocab, on the meta device (no memory)."
-    from transformers import LlamaConfig, LlamaForCausalLM
-    c = LlamaConfig(vocab_size=32, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
-                    num_key_value_heads=8, head_dim=128)
-    with torch.device(device): return LlamaForCausalLM(c)
 
 
 @pytest.mark.parametrize("kw,published", [(dict(r=32, alpha=128), 9_175_040),                                  # deft/llama-3.2-3B-rank32
                                           (dict(r=32, para=True, decomposition_method="qr"), 3_670_016)], ids=str)  # …-rank32-para
 def test_trainable_count_equals_peft_published(kw, published):
-    m = _llama32_3b(); ll.attach(m, ll.DeftConfig(**kw))
-    ours = sum(p.numel() for p in m.parameters() if p.requires_grad)
-    theirs = sum(p.numel() for p in peft.get_peft_model(_llama32_3b(), _peft_cfg(kw)).parameters() if p.requires_grad)
+    m = llama32_3b(); ll.attach(m, ll.DeftConfig(**kw))
+    ours, theirs = trainable(m), trainable(peft.get_peft_model(llama32_3b(), _peft_cfg(kw)))
     small = tiny_qwen3(); ll.attach(small, ll.DeftConfig(**{**kw, "r": 48}))         # r capped at v_proj's 32 outputs, as PEFT
     small_peft = peft.get_peft_model(tiny_qwen3(), _peft_cfg({**kw, "r": 48}))
     print(f"DeFT {kw} trainable on Llama-3.2-3B: ours {ours:,} PEFT {theirs:,} published {published:,}")
     assert ours == theirs == published
-    assert sum(p.numel() for p in small.parameters() if p.requires_grad) == sum(p.numel() for p in small_peft.parameters() if p.requires_grad)
+    assert trainable(small) == trainable(small_peft)
 
 
 def test_gpt2_conv1d_matches_peft(tmp_path):

@@ -2,7 +2,7 @@
 import pytest, torch
 import lora_lite as ll
 from lora_lite.checks import tiny_qwen3
-from conftest import snapshot, assert_unchanged
+from conftest import assert_attach_refused
 
 peft = pytest.importorskip("peft")
 
@@ -25,10 +25,7 @@ def test_per_layer_counts_export_as_n_frequency_pattern(tmp_path):
 
 
 def test_layer_too_small_is_named_and_model_unchanged():
-    m = tiny_qwen3(); snap = snapshot(m)                                   # v_proj 64->32 has 2048 entries, q_proj 4096
-    with pytest.raises(ValueError, match="n_frequency=3000") as e: ll.attach(m, ll.FourierFTConfig(n_frequency=3000))
-    assert "model.layers.0.self_attn.v_proj" in str(e.value)
-    assert_unchanged(m, snap)
+    assert_attach_refused(ll.FourierFTConfig(n_frequency=3000), "n_frequency=3000", "model.layers.0.self_attn.v_proj")   # v_proj 64->32 has 2048 entries, q_proj 4096
 
 
 def test_export_refuses_frequencies_peft_would_not_draw(tmp_path):

@@ -1,12 +1,13 @@
 """PEFT 0.21.2 is the oracle for GLoRA: to_peft/from_peft logits for both published configs and every path kind on a
 model with biases, trainable counts (PEFT's and its published Llama-3.2-3B counts), bad inputs, 4/8-bit bases, decode
 freshness, and a training run against PEFT's loss curve."""
-import copy, json
+import copy
 import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
-from conftest import train_steps, logits
-from realistic import peft_vs_ours_curves, quant_check, realistic_qwen3
+from conftest import (train_steps, logits, perturb_adapter, trainable, llama32_3b, to_peft_matches, from_peft_matches, assert_peft_round_trip,
+                      assert_quant_ok, assert_trains_like_peft, assert_decode_fresh)
+from realistic import realistic_qwen3
 
 peft = pytest.importorskip("peft")
 QV = ["q_proj", "v_proj"]
@@ -25,39 +26,19 @@ def test_to_peft_reproduces_our_logits(ids, tmp_path, case):
     ll.attach(model, ll.GloraConfig(**kw)); train_steps(model, ids)
     mine = logits(model, ids)
     assert (mine - y0).abs().max() > 1e-2, "the adapter did not move the logits"
-    ll.to_peft(model, tmp_path / "p")
-    pc = json.loads((tmp_path / "p" / "adapter_config.json").read_text())
+    _, pc = to_peft_matches(model, base, ids, tmp_path / "p", f"GLoRA {kw} bias={bias}")
     assert pc["peft_type"] == "GLORA" and pc["config_A_B"] == kw.get("config_A_B", "lora")
-    pm = peft.PeftModel.from_pretrained(base, tmp_path / "p").eval()
-    d = (mine - logits(pm, ids)).abs().max().item()
-    print(f"GLoRA {kw} bias={bias} to_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= 1e-5
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids_of)
 def test_from_peft_reproduces_peft_logits_and_round_trips(ids, tmp_path, case):
     kw, bias = case
     pm = peft.get_peft_model(tiny_qwen3(attention_bias=bias), peft.GloraConfig(target_modules=QV, **kw))
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in pm.parameters():
-            if p.requires_grad: p.add_(0.1 * torch.randn(p.shape, generator=g))
-    pm.save_pretrained(tmp_path / "p"); pm.eval()
-    theirs = logits(pm, ids)
-    with pm.disable_adapter(): plain = logits(pm, ids)
-    assert (theirs - plain).abs().max() > 1e-2, "the PEFT adapter is (near) identity: the test would be trivial"
-    base = tiny_qwen3(attention_bias=bias); cfg = ll.from_peft(base, tmp_path / "p")
+    perturb_adapter(pm, std=0.1)
+    make = lambda: tiny_qwen3(attention_bias=bias)
+    base, cfg = from_peft_matches(pm, make, ids, tmp_path / "p", f"GLoRA {kw} bias={bias}")
     assert isinstance(cfg, ll.GloraConfig) and cfg.config_C == kw.get("config_C", "lora")
-    mine = logits(base, ids)
-    d = (mine - theirs).abs().max().item()
-    print(f"GLoRA {kw} bias={bias} from_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= 1e-5
-    ll.to_peft(base, tmp_path / "q")                                       # from_peft(to_peft(x)) is exact
-    fresh = tiny_qwen3(attention_bias=bias); ll.from_peft(fresh, tmp_path / "q")
-    for a, b in zip(ll.adapter_layers(base).values(), ll.adapter_layers(fresh).values()):
-        assert a.state_dict().keys() == b.state_dict().keys()
-        assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
-    assert torch.equal(logits(fresh, ids), mine)
+    assert_peft_round_trip(base, make, ids, tmp_path / "q")
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids_of)
@@ -69,17 +50,13 @@ def test_trainable_count_equals_peft(case):
     with torch.device("meta"): m, m2 = Qwen3ForCausalLM(c), Qwen3ForCausalLM(c)
     ll.attach(m, ll.GloraConfig(**kw))
     pm = peft.get_peft_model(m2, peft.GloraConfig(target_modules=QV, **kw))
-    assert sum(p.numel() for p in m.parameters() if p.requires_grad) == sum(p.numel() for p in pm.parameters() if p.requires_grad)
+    assert trainable(m) == trainable(pm)
 
 
 @pytest.mark.parametrize("kw,published", zip(PUBLISHED, [4_587_520, 229_376]), ids=str)
 def test_llama_3b_count_is_peft_published(kw, published):
-    from transformers import LlamaConfig, LlamaForCausalLM
-    with torch.device("meta"):
-        m = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
-                                         num_attention_heads=24, num_key_value_heads=8, head_dim=128))
-    ll.attach(m, ll.GloraConfig(**kw))
-    assert sum(p.numel() for p in m.parameters() if p.requires_grad) == published
+    m = llama32_3b(); ll.attach(m, ll.GloraConfig(**kw))
+    assert trainable(m) == published
 
 
 @pytest.mark.parametrize("field,value", [("r", 0), ("config_A_B", "full"), ("config_C", "constant"),
@@ -98,36 +75,22 @@ def test_export_refuses_per_layer_ranks(tmp_path):
 @pytest.mark.parametrize("quant", ["nf4", "int8"])
 def test_quantized_bases(quant, kw):
     pytest.importorskip("bitsandbytes")
-    got = quant_check(ll.GloraConfig(**kw, target_names=("proj",)), quant, attention_bias=True)
-    print(f"GLoRA {kw} on {quant}: {got}")
-    assert got["init"] == 0 and got["finite_grads"] and got["detach_exact"] and got["base_untouched"]
-    assert got["effect_rel_err"] <= (1e-4 if quant == "nf4" else 1e-3)
+    assert_quant_ok(ll.GloraConfig(**kw, target_names=("proj",)), quant, f"GLoRA {kw}", attention_bias=True)
 
 
 @pytest.mark.parametrize("kw", PUBLISHED, ids=str)
 def test_trains_like_peft(kw):
     "From PEFT's own init, six AdamW steps on a model with a trained-like spectrum give PEFT's loss curve."
-    theirs, mine = peft_vs_ours_curves(peft.GloraConfig(target_modules=QV, **kw), lr=1e-2)
-    d = max(abs(a - b) for a, b in zip(theirs, mine))
-    print(f"GLoRA {kw} losses PEFT {[round(x, 5) for x in theirs]} ours max|diff| {d:.1e}")
-    assert theirs[-1] < theirs[0] - 1e-3 and d <= 1e-5
+    assert_trains_like_peft(peft.GloraConfig(target_modules=QV, **kw), f"GLoRA {kw}", lr=1e-2)
 
 
 def test_trains_like_peft_with_bias_paths():
     make = lambda: realistic_qwen3(attention_bias=True)
-    theirs, mine = peft_vs_ours_curves(peft.GloraConfig(r=4, config_D_E="vector", target_modules=QV), make_model=make, lr=1e-2)
-    d = max(abs(a - b) for a, b in zip(theirs, mine))
-    print(f"GLoRA bias paths losses PEFT {[round(x, 5) for x in theirs]} ours max|diff| {d:.1e}")
-    assert theirs[-1] < theirs[0] - 1e-3 and d <= 1e-5
+    assert_trains_like_peft(peft.GloraConfig(r=4, config_D_E="vector", target_modules=QV), "GLoRA bias paths", make_model=make, lr=1e-2)
 
 
 def test_decode_outputs_are_fresh(ids):
     "The cached ΔW and Δb are reused at inference, rebuilt after a parameter changes; under autograd nothing is cached."
     m = tiny_qwen3(attention_bias=True); ll.attach(m, ll.GloraConfig(r=4)); train_steps(m, ids, steps=1)
     layer = ll.adapter_layers(m)["model.layers.0.self_attn.q_proj"]
-    a, b = logits(m, ids), logits(m, ids)
-    assert torch.equal(a, b) and torch.equal(a, m(ids).logits.detach())
-    for p in ("A_Xd", "C_Xd"):
-        with torch.no_grad(): getattr(layer, p).add_(0.5)
-        d = logits(m, ids)
-        assert (d - a).abs().max() > 1e-4 and torch.equal(d, m(ids).logits.detach()); a = d
+    assert_decode_fresh(m, ids, layer.A_Xd, layer.C_Xd, moved=1e-4)

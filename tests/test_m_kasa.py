@@ -4,7 +4,7 @@ import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
 from lora_lite.variants.kasa import kasa_loss
-from conftest import perturb_adapter, train_steps, logits, structured_qwen3, same_batches, snapshot, assert_unchanged
+from conftest import perturb_adapter, train_steps, logits, structured_qwen3, same_batches, trainable, llama32_3b, assert_attach_refused
 
 peft = pytest.importorskip("peft")
 TOL = 1e-5
@@ -51,22 +51,14 @@ def test_from_peft_imports_as_kasa_and_regulariser_equals_peft(ids, tmp_path):
 
 def test_trainable_count_llama_3b_equals_peft():
     "PEFT's experiment lora/llama-3.2-3B-rank32-kasa (r=32, alpha=64, q/v): r(d_in+d_out+1) per layer = 9,176,832."
-    from transformers import LlamaConfig, LlamaForCausalLM
-    c = LlamaConfig(vocab_size=32, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
-                    num_key_value_heads=8, head_dim=128)
-    with torch.device("meta"): m = LlamaForCausalLM(c)
-    ll.attach(m, ll.get_config("kasa", **{k: v for k, v in ll.VARIANTS["kasa"].bench.items() if k != "lr"}))
-    with torch.device("meta"): pm = peft.get_peft_model(LlamaForCausalLM(c), peft.LoraConfig(
+    m = llama32_3b(); ll.attach(m, ll.get_config("kasa", **{k: v for k, v in ll.VARIANTS["kasa"].bench.items() if k != "lr"}))
+    with torch.device("meta"): pm = peft.get_peft_model(llama32_3b(), peft.LoraConfig(
         r=32, lora_alpha=64, kasa_config=peft.tuners.lora.KasaConfig()), low_cpu_mem_usage=True)
-    ours, theirs = (sum(p.numel() for p in x.parameters() if p.requires_grad) for x in (m, pm))
-    assert ours == theirs == 9_176_832
+    assert trainable(m) == trainable(pm) == 9_176_832
 
 
 def test_rank_that_drops_everything_is_refused_and_model_unchanged():
-    m = tiny_qwen3(); snap = snapshot(m)
-    with pytest.raises(ValueError, match="use r < 32") as e: ll.attach(m, ll.KaSAConfig(r=32))   # v_proj is 64 -> 32
-    assert "v_proj" in str(e.value)
-    assert_unchanged(m, snap)
+    assert_attach_refused(ll.KaSAConfig(r=32), "use r < 32", "v_proj")   # v_proj is 64 -> 32
 
 
 def test_trains_like_peft_on_structured_weights():

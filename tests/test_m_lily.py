@@ -2,14 +2,15 @@
 B_e, PEFT's grouping of shared tensors (copies equal, one kept; a grouping lora_lite can't reproduce refused), trainable
 counts (PEFT's and its published Llama-3.2-3B counts), the batch dependence PEFT has too, the refusals of a method with
 no fixed ΔW, 4/8-bit bases, and a training run against PEFT's loss curve."""
-import copy, json, os
+import copy, os
 import pytest, torch
 from safetensors.torch import load_file, save_file
 import lora_lite as ll
 from lora_lite.core import Variant
 from lora_lite.helpers import tiny_qwen3
-from conftest import snapshot, assert_unchanged, train_steps, logits
-from realistic import peft_vs_ours_curves, quant_check, train_curve
+from conftest import (snapshot, assert_unchanged, train_steps, logits, perturb_adapter, trainable, llama32_3b, to_peft_matches,
+                      from_peft_matches, assert_peft_round_trip, assert_quant_ok, assert_trains_like_peft)
+from realistic import train_curve
 
 peft = pytest.importorskip("peft")
 QV, MLP = ["q_proj", "v_proj"], ["gate_proj", "up_proj", "down_proj"]
@@ -32,10 +33,7 @@ def ours(kw):
 def peft_made(kw, std=0.1, model=None):
     "A PEFT Lily model moved off its init (shared modules are one parameter in PEFT too: moved once)."
     pm = peft.get_peft_model(model or base(), peft.LilyConfig(**kw))
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in pm.parameters():
-            if p.requires_grad: p.add_(std * torch.randn(p.shape, generator=g))
+    perturb_adapter(pm, std=std)
     return pm.eval()
 
 
@@ -46,37 +44,22 @@ def test_to_peft_reproduces_our_logits(ids, tmp_path, kw):
     ll.attach(model, ours(kw)); train_steps(model, ids)
     mine = logits(model, ids)
     assert (mine - y0).abs().max() > 1e-2, "the adapter did not move the logits"
-    ll.to_peft(model, tmp_path / "p")
-    pc = json.loads((tmp_path / "p" / "adapter_config.json").read_text())
+    pm, pc = to_peft_matches(model, b, ids, tmp_path / "p", f"Lily {kw}")
     assert pc["peft_type"] == "LILY" and pc["target_modules"] == sorted(kw["target_modules"])
     assert (pc["r"], pc["scaling"], pc["stride_A"], pc["num_B"]) == (kw["r"], kw["scaling"], kw["stride_A"], kw["num_B"])
     keys = load_file(tmp_path / "p" / "adapter_model.safetensors")
     assert len(keys) == 3 * len(ll.adapter_layers(model))                  # PEFT's layout: every layer's copy of A and B
-    pm = peft.PeftModel.from_pretrained(b, tmp_path / "p").eval()
     assert sorted(n.removeprefix("base_model.model.") for n, m in pm.named_modules() if hasattr(m, "lily_A")) == sorted(ll.adapter_layers(model))
-    d = (mine - logits(pm, ids)).abs().max().item()
-    print(f"Lily {kw} to_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= 1e-5
 
 
 @pytest.mark.parametrize("kw", CASES, ids=str)
 def test_from_peft_reproduces_peft_logits_and_round_trips(ids, tmp_path, kw):
-    pm = peft_made(kw); pm.save_pretrained(tmp_path / "p")
-    theirs = logits(pm, ids)
-    with pm.disable_adapter(): plain = logits(pm, ids)
-    assert (theirs - plain).abs().max() > 1e-2, "the PEFT adapter is (near) identity: the test would be trivial"
-    m = base(); cfg = ll.from_peft(m, tmp_path / "p")
+    pm = peft_made(kw)
+    m, cfg = from_peft_matches(pm, base, ids, tmp_path / "p", f"Lily {kw}")
     assert isinstance(cfg, ll.LilyConfig) and (cfg.alpha, cfg.stride_A, cfg.num_B) == (kw["scaling"], kw["stride_A"], kw["num_B"])
     n_pm = {id(p) for p in pm.parameters() if p.requires_grad}               # PEFT's distinct tensors = ours (one per group)
     assert len(n_pm) == sum(1 for p in m.parameters() if p.requires_grad)
-    mine = logits(m, ids)
-    d = (mine - theirs).abs().max().item()
-    print(f"Lily {kw} from_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= 1e-5
-    ll.to_peft(m, tmp_path / "q")                                            # from_peft(to_peft(x)) is exact
-    fresh = base(); ll.from_peft(fresh, tmp_path / "q")
-    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), fresh.state_dict().values()))
-    assert torch.equal(logits(fresh, ids), mine)
+    assert_peft_round_trip(m, base, ids, tmp_path / "q")
 
 
 def test_copies_that_differ_are_refused(tmp_path):
@@ -147,17 +130,13 @@ def test_trainable_count_equals_peft(kw):
     with torch.device("meta"): m, other = Qwen3ForCausalLM(Qwen3Config(**c)), Qwen3ForCausalLM(Qwen3Config(**c))
     ll.attach(m, ours(kw))
     pm = peft.get_peft_model(other, peft.LilyConfig(**kw))
-    assert sum(p.numel() for p in m.parameters() if p.requires_grad) == pm.get_nb_trainable_parameters()[0]
+    assert trainable(m) == pm.get_nb_trainable_parameters()[0]
 
 
 @pytest.mark.parametrize("kw,published", list(zip(PUBLISHED, [9_485_280, 18_450_432])), ids=str)
 def test_llama_3b_count_is_peft_published(kw, published):
-    from transformers import LlamaConfig, LlamaForCausalLM
-    with torch.device("meta"):
-        m = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
-                                         num_attention_heads=24, num_key_value_heads=8, head_dim=128))
-    ll.attach(m, ours(kw))
-    assert sum(p.numel() for p in m.parameters() if p.requires_grad) == published
+    m = llama32_3b(); ll.attach(m, ours(kw))
+    assert trainable(m) == published
 
 
 def test_bench_is_the_published_config():
@@ -174,18 +153,12 @@ def test_bad_config_values_name_the_field(field, value):
 @pytest.mark.parametrize("quant", ["nf4", "int8"])
 def test_quantized_bases(quant):
     pytest.importorskip("bitsandbytes")
-    got = quant_check(ll.LilyConfig(r=8, alpha=2.0, stride_A=2, target_names=("proj",)), quant, attention_bias=True)
-    print(f"Lily on {quant}: {got}")
-    assert got["init"] == 0 and got["finite_grads"] and got["detach_exact"] and got["base_untouched"]
-    assert got["effect_rel_err"] <= (1e-4 if quant == "nf4" else 1e-3)
+    assert_quant_ok(ll.LilyConfig(r=8, alpha=2.0, stride_A=2, target_names=("proj",)), quant, "Lily", attention_bias=True)
 
 
 def test_trains_like_peft():
     "From PEFT's own init, six AdamW steps on a model with a trained-like spectrum give PEFT's loss curve."
-    theirs, mine = peft_vs_ours_curves(peft.LilyConfig(r=8, scaling=2.0, stride_A=2, num_B=2, target_modules=QV + MLP), lr=1e-2)
-    d = max(abs(a - b) for a, b in zip(theirs, mine))
-    print(f"Lily losses PEFT {[round(x, 5) for x in theirs]} ours max|diff| {d:.1e}")
-    assert theirs[-1] < theirs[0] - 1e-3 and d <= 1e-5
+    assert_trains_like_peft(peft.LilyConfig(r=8, scaling=2.0, stride_A=2, num_B=2, target_modules=QV + MLP), "Lily", lr=1e-2)
 
 
 

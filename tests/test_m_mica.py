@@ -3,7 +3,7 @@ import copy, json
 import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
-from conftest import perturb_adapter, train_steps, logits, structured_qwen3, same_batches, snapshot, assert_unchanged
+from conftest import perturb_adapter, train_steps, logits, structured_qwen3, same_batches, snapshot, assert_unchanged, trainable, llama32_3b
 from realistic import train_curve
 
 peft = pytest.importorskip("peft")
@@ -66,20 +66,11 @@ def test_plain_lora_folder_still_imports_as_lora(tmp_path):
     assert type(ll.from_peft(tiny_qwen3(), tmp_path / "p")) is ll.LoRAConfig
 
 
-def _llama3b_meta():
-    from transformers import LlamaConfig, LlamaForCausalLM
-    c = LlamaConfig(vocab_size=32, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
-                    num_key_value_heads=8, head_dim=128)
-    with torch.device("meta"): return LlamaForCausalLM(c)
-
-
 def test_trainable_count_llama_3b_equals_peft_published():
     "PEFT's experiment lora/llama-3.2-3B-rank32-mica (r=32, alpha=64, q/v): published num_trainable_params 5,505,024."
-    m = _llama3b_meta(); ll.attach(m, ll.get_config("mica", **{k: v for k, v in ll.VARIANTS["mica"].bench.items() if k != "lr"}))
-    ours = sum(p.numel() for p in m.parameters() if p.requires_grad)
-    pm = peft.get_peft_model(_llama3b_meta(), peft.LoraConfig(r=32, lora_alpha=64, init_lora_weights="mica"), low_cpu_mem_usage=True)
-    theirs = sum(p.numel() for p in pm.parameters() if p.requires_grad)
-    assert ours == theirs == 5_505_024
+    m = llama32_3b(); ll.attach(m, ll.get_config("mica", **{k: v for k, v in ll.VARIANTS["mica"].bench.items() if k != "lr"}))
+    pm = peft.get_peft_model(llama32_3b(), peft.LoraConfig(r=32, lora_alpha=64, init_lora_weights="mica"), low_cpu_mem_usage=True)
+    assert trainable(m) == trainable(pm) == 5_505_024
 
 
 def test_rank_too_large_leaves_model_unchanged():

@@ -1,14 +1,15 @@
 """PEFT 0.21.2 is the oracle for OSF: to_peft/from_peft logits (PEFT re-runs the SVD at load), the init and training
 steps side by side on realistic-spectrum weights, counts (PEFT's and its published one), the adapter file without the
 recomputed SVD factors and a bit-exact reload, the gradient projection under torch.compile and FSDP2, bad inputs."""
-import copy, json, os, socket, tempfile, traceback
+import copy, os, socket, tempfile, traceback
 from pathlib import Path
 import pytest, torch
 import torch.distributed as dist
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
 from safetensors import safe_open
-from conftest import snapshot, assert_unchanged, train_steps, logits, structured_qwen3, same_batches
+from conftest import (snapshot, assert_unchanged, train_steps, logits, structured_qwen3, same_batches, perturb_adapter, trainable,
+                      llama32_3b, to_peft_matches, from_peft_matches, assert_peft_round_trip)
 
 peft = pytest.importorskip("peft")
 TOL = 1e-5
@@ -23,13 +24,6 @@ PEFT_CONFIGS = [dict(target_modules=["q_proj", "v_proj", "up_proj"]), dict(targe
                 dict(target_modules=["q_proj", "v_proj", "gate_proj"], effective_rank=20, rank_pattern={"v_proj": 0.5, r"layers\.1\.self_attn\.q": 50})]
 
 
-def _perturb(pm, std=0.05, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in pm.parameters():
-            if p.requires_grad: p.add_(std * torch.randn(p.shape, generator=g))
-
-
 def _peft_layer(pm, n): return pm.base_model.model.get_submodule(n)
 
 
@@ -42,37 +36,21 @@ def test_to_peft_reproduces_our_logits(ids, tmp_path, kw):
     train_steps(model, ids, lr=1e-3)
     ours = logits(model, ids)
     assert (ours - y0).abs().max() > 1e-3, "the adapter did not move the logits"
-    ll.to_peft(model, tmp_path / "p")
-    pc = json.loads((tmp_path / "p" / "adapter_config.json").read_text())
+    pm, pc = to_peft_matches(model, base, ids, tmp_path / "p", f"OSF {kw}")   # PEFT re-runs the SVD at load
     assert pc["peft_type"] == "OSF" and sorted(pc["target_modules"]) == sorted(ll.adapter_layers(model))
-    pm = peft.PeftModel.from_pretrained(base, tmp_path / "p").eval()       # PEFT re-runs the SVD here
     for n, l in ll.adapter_layers(model).items():                           # the split PEFT made is ours
         assert _peft_layer(pm, n).osf_svd_params["default"]["S_low"].shape == (l.r,), n
-    d = (ours - logits(pm, ids)).abs().max().item()
-    print(f"OSF {kw} to_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= TOL
 
 
 @pytest.mark.parametrize("pkw", PEFT_CONFIGS, ids=str)
 def test_from_peft_reproduces_peft_logits_and_round_trips(ids, tmp_path, pkw):
     pm = peft.get_peft_model(structured_qwen3(attention_bias=True), peft.OSFConfig(**pkw))
-    _perturb(pm); pm.save_pretrained(tmp_path / "p"); pm.eval()
-    theirs = logits(pm, ids)
-    with pm.disable_adapter(): plain = logits(pm, ids)
-    assert (theirs - plain).abs().max() > 1e-3, "the PEFT adapter is (near) identity: the test would be trivial"
-    base = structured_qwen3(attention_bias=True)
-    cfg = ll.from_peft(base, tmp_path / "p")
+    perturb_adapter(pm)
+    make = lambda: structured_qwen3(attention_bias=True)
+    base, cfg = from_peft_matches(pm, make, ids, tmp_path / "p", f"OSF {pkw}", moved=1e-3)
     assert isinstance(cfg, ll.OsfConfig)
     for n, l in ll.adapter_layers(base).items(): assert l.r == _peft_layer(pm, n).osf_svd_params["default"]["S_low"].numel(), n
-    ours = logits(base, ids)
-    d = (ours - theirs).abs().max().item()
-    print(f"OSF {pkw} from_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= TOL
-    ll.to_peft(base, tmp_path / "q")                                       # from_peft(to_peft(x)) is exact
-    fresh = structured_qwen3(attention_bias=True); ll.from_peft(fresh, tmp_path / "q")
-    for (n, a), b in zip(ll.adapter_layers(base).items(), ll.adapter_layers(fresh).values()):
-        for k, t in (*a.named_parameters(), *a.named_buffers()): assert torch.equal(t, dict((*b.named_parameters(), *b.named_buffers()))[k]), (n, k)
-    assert torch.equal(logits(fresh, ids), ours)
+    assert_peft_round_trip(base, make, ids, tmp_path / "q")
 
 
 def test_init_equals_peft_and_training_matches():
@@ -105,7 +83,7 @@ def test_gradients_equal_peft_hooks(ids):
     "One backward: our in-graph projection gives PEFT's hook-projected gradients on every shape."
     ours_m, pm = structured_qwen3(), peft.get_peft_model(structured_qwen3(), peft.OSFConfig(target_modules=ALL, effective_rank=40, rank_pattern={"k_proj": 24, "v_proj": 24}))
     ll.attach(ours_m, ll.OsfConfig(r=24, rank_pattern={"k_proj": 8, "v_proj": 8}, target_names=tuple(ALL)))
-    _perturb(ours_m)
+    perturb_adapter(ours_m)
     with torch.no_grad():                                                   # PEFT's factors moved the same way
         for n, l in ll.adapter_layers(ours_m).items():
             for p in "USV": _peft_layer(pm, n).osf_svd_params["default"][f"{p}_low"].copy_(getattr(l, p))
@@ -121,28 +99,19 @@ def test_gradients_equal_peft_hooks(ids):
     assert worst <= 1e-5
 
 
-def _llama32_3b():
-    "Llama-3.2-3B's shapes (28 blocks, hidden 3072, MLP 8192, 8 KV heads × 128), small vocab, on the meta device."
-    from transformers import LlamaConfig, LlamaForCausalLM
-    c = LlamaConfig(vocab_size=32, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
-                    num_key_value_heads=8, head_dim=128)
-    with torch.device("meta"): return LlamaForCausalLM(c)
-
-
 def test_trainable_count_equals_peft_published():
     "PEFT's experiment osf/llama-3.2-3B-rank128 (its adapter_config.json): r = 128 trained everywhere; its published count."
     published = dict(target_modules=ALL, rank_pattern={"q_proj": 2944, "o_proj": 2944, "k_proj": 896, "v_proj": 896,
                                                        "gate_proj": 2944, "down_proj": 2944, "up_proj": 2944})
-    m = _llama32_3b(); ll.attach(m, ll.OsfConfig(r=128))
-    ours = sum(p.numel() for p in m.parameters() if p.requires_grad)
-    theirs = sum(p.numel() for p in peft.get_peft_model(_llama32_3b(), peft.OSFConfig(**published)).parameters() if p.requires_grad)
+    m = llama32_3b(); ll.attach(m, ll.OsfConfig(r=128))
+    ours, theirs = trainable(m), trainable(peft.get_peft_model(llama32_3b(), peft.OSFConfig(**published)))
     print(f"OSF trainable on Llama-3.2-3B: ours {ours:,} PEFT {theirs:,} published 194,535,936")
     assert ours == theirs == 194_535_936
     for pkw in PEFT_CONFIGS:                                                # and PEFT's count for each imported config
         d = Path(tempfile.mkdtemp())
         pm = peft.get_peft_model(tiny_qwen3(), peft.OSFConfig(**pkw)); pm.save_pretrained(d)
         m = tiny_qwen3(); ll.from_peft(m, d)
-        assert sum(p.numel() for p in m.parameters() if p.requires_grad) == sum(p.numel() for p in pm.parameters() if p.requires_grad)
+        assert trainable(m) == trainable(pm)
 
 
 def test_file_holds_only_trained_factors_and_reload_is_bit_exact(ids, tmp_path):
@@ -202,7 +171,7 @@ def test_export_refuses_conv1d():
 def test_compiled_gradients_equal_eager_and_are_projected(ids):
     "torch.compile(fullgraph) traces the projection (no graph break): the same logits and projected gradients as eager."
     torch._dynamo.reset()
-    m = tiny_qwen3().train(); ll.attach(m, ll.OsfConfig(r=8)); _perturb(m)
+    m = tiny_qwen3().train(); ll.attach(m, ll.OsfConfig(r=8)); perturb_adapter(m)
     def step(fn):
         m.zero_grad(set_to_none=True); out = fn(input_ids=ids, labels=ids); out.loss.backward()
         return out.logits.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.requires_grad}

@@ -1,12 +1,12 @@
 """PEFT 0.21.2 is the oracle for PEANuT: to_peft/from_peft logits for both published configs (and depth 2 with GELU),
 trainable counts (PEFT's and its published Llama-3.2-3B counts), bad inputs, 4/8-bit bases, decode freshness, and a
 training run against PEFT's loss curve."""
-import copy, json
+import copy
 import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
-from conftest import train_steps, logits
-from realistic import peft_vs_ours_curves, quant_check
+from conftest import (train_steps, logits, perturb_adapter, trainable, llama32_3b, to_peft_matches, from_peft_matches, assert_peft_round_trip,
+                      assert_quant_ok, assert_trains_like_peft, assert_decode_fresh)
 
 peft = pytest.importorskip("peft")
 QV = ["q_proj", "v_proj"]
@@ -26,37 +26,17 @@ def test_to_peft_reproduces_our_logits(ids, tmp_path, kw):
     ll.attach(model, ours(kw)); train_steps(model, ids)
     mine = logits(model, ids)
     assert (mine - y0).abs().max() > 1e-2, "the adapter did not move the logits"
-    ll.to_peft(model, tmp_path / "p")
-    pc = json.loads((tmp_path / "p" / "adapter_config.json").read_text())
+    _, pc = to_peft_matches(model, base, ids, tmp_path / "p", f"PEANuT {kw}")
     assert pc["peft_type"] == "PEANUT" and pc["scaling"] == kw["scaling"] and pc["depth"] == kw.get("depth", 0)
-    pm = peft.PeftModel.from_pretrained(base, tmp_path / "p").eval()
-    d = (mine - logits(pm, ids)).abs().max().item()
-    print(f"PEANuT {kw} to_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= 1e-5
 
 
 @pytest.mark.parametrize("kw", CASES, ids=str)
 def test_from_peft_reproduces_peft_logits_and_round_trips(ids, tmp_path, kw):
     pm = peft.get_peft_model(tiny_qwen3(), peft.PeanutConfig(target_modules=QV, **kw))
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in pm.parameters():
-            if p.requires_grad: p.add_(0.1 * torch.randn(p.shape, generator=g))
-    pm.save_pretrained(tmp_path / "p"); pm.eval()
-    theirs = logits(pm, ids)
-    with pm.disable_adapter(): plain = logits(pm, ids)
-    assert (theirs - plain).abs().max() > 1e-2, "the PEFT adapter is (near) identity: the test would be trivial"
-    base = tiny_qwen3(); cfg = ll.from_peft(base, tmp_path / "p")
+    perturb_adapter(pm, std=0.1)
+    base, cfg = from_peft_matches(pm, tiny_qwen3, ids, tmp_path / "p", f"PEANuT {kw}")
     assert isinstance(cfg, ll.PeanutConfig) and cfg.alpha == kw["scaling"] and cfg.depth == kw.get("depth", 0)
-    mine = logits(base, ids)
-    d = (mine - theirs).abs().max().item()
-    print(f"PEANuT {kw} from_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= 1e-5
-    ll.to_peft(base, tmp_path / "q")                                       # from_peft(to_peft(x)) is exact
-    fresh = tiny_qwen3(); ll.from_peft(fresh, tmp_path / "q")
-    for a, b in zip(ll.adapter_layers(base).values(), ll.adapter_layers(fresh).values()):
-        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    assert torch.equal(logits(fresh, ids), mine)
+    assert_peft_round_trip(base, tiny_qwen3, ids, tmp_path / "q")
 
 
 def _block(cls, cfg_cls, device="meta", **c):
@@ -70,18 +50,13 @@ def test_trainable_count_equals_peft(kw):
     c = dict(hidden_size=1024, intermediate_size=3072, num_attention_heads=16, num_key_value_heads=8, head_dim=128)
     m = _block(Qwen3ForCausalLM, Qwen3Config, **c); ll.attach(m, ours(kw))
     pm = peft.get_peft_model(_block(Qwen3ForCausalLM, Qwen3Config, **c), peft.PeanutConfig(target_modules=QV, **kw))
-    n_ours, n_peft = (sum(p.numel() for p in x.parameters() if p.requires_grad) for x in (m, pm))
-    assert n_ours == n_peft
+    assert trainable(m) == trainable(pm)
 
 
 @pytest.mark.parametrize("kw,published", zip(PUBLISHED, [7_340_032, 229_376]), ids=str)
 def test_llama_3b_count_is_peft_published(kw, published):
-    from transformers import LlamaConfig, LlamaForCausalLM
-    with torch.device("meta"):
-        m = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
-                                         num_attention_heads=24, num_key_value_heads=8, head_dim=128))
-    ll.attach(m, ours(kw))
-    assert sum(p.numel() for p in m.parameters() if p.requires_grad) == published
+    m = llama32_3b(); ll.attach(m, ours(kw))
+    assert trainable(m) == published
 
 
 @pytest.mark.parametrize("field,value", [("r", 0), ("depth", -1), ("depth", 1.5), ("act_fn", "swishy"),
@@ -99,26 +74,15 @@ def test_export_refuses_per_layer_ranks(tmp_path):
 @pytest.mark.parametrize("quant", ["nf4", "int8"])
 def test_quantized_bases(quant):
     pytest.importorskip("bitsandbytes")
-    got = quant_check(ll.PeanutConfig(r=8, depth=1, alpha=2.0, target_names=("proj",)), quant, attention_bias=True)
-    print(f"PEANuT on {quant}: {got}")
-    assert got["init"] == 0 and got["finite_grads"] and got["detach_exact"] and got["base_untouched"]
-    assert got["effect_rel_err"] <= (1e-4 if quant == "nf4" else 1e-3)
+    assert_quant_ok(ll.PeanutConfig(r=8, depth=1, alpha=2.0, target_names=("proj",)), quant, "PEANuT", attention_bias=True)
 
 
 def test_trains_like_peft():
     "From PEFT's own init, six AdamW steps on a model with a trained-like spectrum give PEFT's loss curve."
-    theirs, mine = peft_vs_ours_curves(peft.PeanutConfig(r=8, scaling=2.0, target_modules=QV), lr=1e-2)
-    d = max(abs(a - b) for a, b in zip(theirs, mine))
-    print(f"PEANuT losses PEFT {[round(x, 5) for x in theirs]} ours max|diff| {d:.1e}")
-    assert theirs[-1] < theirs[0] - 1e-3 and d <= 1e-5
+    assert_trains_like_peft(peft.PeanutConfig(r=8, scaling=2.0, target_modules=QV), "PEANuT", lr=1e-2)
 
 
 def test_decode_outputs_are_fresh(ids):
     "The cached G₀ is reused at inference, rebuilt after a parameter changes; under autograd nothing is cached."
     m = tiny_qwen3(); ll.attach(m, ll.PeanutConfig(r=8, depth=1)); train_steps(m, ids, steps=1)
-    layer = ll.adapter_layers(m)["model.layers.0.self_attn.q_proj"]
-    a, b = logits(m, ids), logits(m, ids)
-    assert torch.equal(a, b) and torch.equal(a, m(ids).logits.detach())
-    with torch.no_grad(): layer.A.add_(0.5)
-    d = logits(m, ids)
-    assert (d - a).abs().max() > 1e-4 and torch.equal(d, m(ids).logits.detach())
+    assert_decode_fresh(m, ids, ll.adapter_layers(m)["model.layers.0.self_attn.q_proj"].A, moved=1e-4)

@@ -1,10 +1,11 @@
 """PEFT 0.21.2 is the oracle for PSOFT: to_peft/from_peft logits (PEFT re-runs the SVD at load), the init, training steps on
 realistic-spectrum weights, sign-aligned and refused exports, counts, bad inputs, decode cache."""
-import copy, json
+import copy
 import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
-from conftest import snapshot, assert_unchanged, train_steps, logits
+from conftest import (snapshot, assert_unchanged, train_steps, logits, perturb_adapter, trained_pair_diff, trainable, llama32_3b,
+                      to_peft_matches, from_peft_matches, assert_peft_round_trip)
 
 peft = pytest.importorskip("peft")
 TOL = 1e-5
@@ -38,13 +39,6 @@ def _realistic(seed=0, **kw):
     return m
 
 
-def _perturb(pm, std=0.1, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in pm.parameters():
-            if p.requires_grad: p.add_(std * torch.randn(p.shape, generator=g))
-
-
 @pytest.mark.parametrize("kw", CONFIGS, ids=str)
 def test_to_peft_reproduces_our_logits(ids, tmp_path, kw):
     base = _realistic(attention_bias=True); model = copy.deepcopy(base)
@@ -54,34 +48,18 @@ def test_to_peft_reproduces_our_logits(ids, tmp_path, kw):
     train_steps(model, ids)
     ours = logits(model, ids)
     assert (ours - y0).abs().max() > 1e-3, "the adapter did not move the logits"
-    ll.to_peft(model, tmp_path / "p")
-    pc = json.loads((tmp_path / "p" / "adapter_config.json").read_text())
+    _, pc = to_peft_matches(model, base, ids, tmp_path / "p", f"PSOFT {kw}")   # PEFT re-runs the SVD at load
     assert pc["peft_type"] == "PSOFT" and sorted(pc["target_modules"]) == sorted(ll.adapter_layers(model))
-    pm = peft.PeftModel.from_pretrained(base, tmp_path / "p").eval()       # PEFT re-runs the SVD here
-    d = (ours - logits(pm, ids)).abs().max().item()
-    print(f"PSOFT {kw} to_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= TOL
 
 
 @pytest.mark.parametrize("kw", CONFIGS, ids=str)
 def test_from_peft_reproduces_peft_logits_and_round_trips(ids, tmp_path, kw):
     pm = peft.get_peft_model(_realistic(attention_bias=True), _peft_cfg(kw))
-    _perturb(pm); pm.save_pretrained(tmp_path / "p"); pm.eval()
-    theirs = logits(pm, ids)
-    with pm.disable_adapter(): plain = logits(pm, ids)
-    assert (theirs - plain).abs().max() > 1e-3, "the PEFT adapter is (near) identity: the test would be trivial"
-    base = _realistic(attention_bias=True)
-    cfg = ll.from_peft(base, tmp_path / "p")
+    perturb_adapter(pm, std=0.1)
+    make = lambda: _realistic(attention_bias=True)
+    base, cfg = from_peft_matches(pm, make, ids, tmp_path / "p", f"PSOFT {kw}", moved=1e-3)
     assert isinstance(cfg, ll.PsoftConfig) and (cfg.r, cfg.alpha, cfg.psoft_orth) == (kw["r"], kw["alpha"], kw.get("psoft_orth", True))
-    ours = logits(base, ids)
-    d = (ours - theirs).abs().max().item()
-    print(f"PSOFT {kw} from_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= TOL
-    ll.to_peft(base, tmp_path / "q")                                       # from_peft(to_peft(x)) is exact
-    fresh = _realistic(attention_bias=True); ll.from_peft(fresh, tmp_path / "q")
-    for (n, a), b in zip(ll.adapter_layers(base).items(), ll.adapter_layers(fresh).values()):
-        for k, t in a.state_dict().items(): assert torch.equal(t, b.state_dict()[k]), (n, k)
-    assert torch.equal(logits(fresh, ids), ours)
+    assert_peft_round_trip(base, make, ids, tmp_path / "q")
 
 
 @pytest.mark.parametrize("kw", CONFIGS[:2] + CONFIGS[3:4], ids=str)
@@ -92,10 +70,7 @@ def test_init_equals_peft_factors_and_training_matches(ids, kw):
     for n, l in ll.adapter_layers(ours_m).items():
         t = pm.base_model.model.get_submodule(n)
         assert torch.equal(l.A, t._psoft_A_cache["default"]) and torch.equal(l.B, t._psoft_B_cache["default"]), n
-    train_steps(ours_m, ids, steps=5); train_steps(pm, ids, steps=5)
-    with pm.disable_adapter(): plain = logits(pm, ids)
-    assert (logits(pm, ids) - plain).abs().max() > 1e-3
-    d = (logits(ours_m, ids) - logits(pm, ids)).abs().max().item()
+    d = trained_pair_diff(ours_m, pm, ids, steps=5)
     print(f"PSOFT {kw} after 5 AdamW steps each (realistic spectrum), max|diff| vs PEFT: {d:.2e}")
     assert d <= TOL
 
@@ -130,26 +105,17 @@ def test_export_refuses_conv1d():
     with pytest.raises(ValueError, match="only float nn.Linear"): ll.to_peft(m, "/nonexistent/never-written")
 
 
-def _llama32_3b():
-    "Llama-3.2-3B's shapes (28 blocks, q 3072->3072, v 3072->1024), small vocab, on the meta device (no memory)."
-    from transformers import LlamaConfig, LlamaForCausalLM
-    c = LlamaConfig(vocab_size=32, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
-                    num_key_value_heads=8, head_dim=128)
-    with torch.device("meta"): return LlamaForCausalLM(c)
-
-
 @pytest.mark.parametrize("kw", [dict(r=256, alpha=256.0),                                                  # psoft/llama-3.2-3B-default
                                 dict(r=256, alpha=256.0, psoft_svd="lowrank", use_cayley_neumann=True)], ids=str)   # …-fast
 def test_trainable_count_equals_peft_published(kw):
     from lora_lite.variants.psoft import Psoft
     ours = 28 * sum(p.numel() for d_in, d_out in [(3072, 3072), (3072, 1024)] for p in Psoft(ll.PsoftConfig(**kw), d_in, d_out, device="meta").parameters())
-    theirs = sum(p.numel() for p in peft.get_peft_model(_llama32_3b(), _peft_cfg(kw)).parameters() if p.requires_grad)
+    theirs = trainable(peft.get_peft_model(llama32_3b(), _peft_cfg(kw)))
     print(f"PSOFT {kw} trainable on Llama-3.2-3B: ours {ours:,} PEFT {theirs:,} published 1,856,512")
     assert ours == theirs == 1_856_512
     for small in CONFIGS:                                                   # and PEFT's count for each tested config
         m = tiny_qwen3(); ll.attach(m, ll.PsoftConfig(**small))
-        assert sum(p.numel() for p in m.parameters() if p.requires_grad) == \
-               sum(p.numel() for p in peft.get_peft_model(tiny_qwen3(), _peft_cfg(small)).parameters() if p.requires_grad)
+        assert trainable(m) == trainable(peft.get_peft_model(tiny_qwen3(), _peft_cfg(small)))
 
 
 @pytest.mark.parametrize("field,value", [("ab_svd_init", "olora"), ("psoft_svd", "randomized"), ("psoft_svd_lowrank_niter", -1),

@@ -4,8 +4,9 @@ import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
 from lora_lite.variants.tinylora import TinyLora, tinylora_groups
-from conftest import logits, train_steps, structured_qwen3, snapshot, assert_unchanged
-from realistic import curves, load_q
+from conftest import (logits, train_steps, structured_qwen3, snapshot, assert_unchanged, trainable, llama32_3b, to_peft_matches,
+                      from_peft_matches, assert_peft_round_trip, curves_match_peft)
+from realistic import load_q
 
 peft = pytest.importorskip("peft")
 TOL = 1e-5
@@ -16,7 +17,6 @@ ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_pro
 
 
 def _peft(model, **kw): return peft.get_peft_model(model, peft.TinyLoraConfig(target_modules=kw.pop("target_modules", QV), **kw))
-def _trainable(m): return sum(p.numel() for p in m.parameters() if p.requires_grad)
 
 
 @pytest.mark.parametrize("n,t", [(n, t) for n in (1, 2, 7, 10, 56) for t in (0.0, 0.25, 0.5, 0.75, 1.0)])
@@ -34,7 +34,7 @@ def test_groups_and_factors_equal_peft(n, t):
         p = pm.get_submodule(f"base_model.model.{x}")
         assert p._tinylora_v_key["default"] == str(l.group), x
         for k in "ABP": assert torch.equal(getattr(l, k), getattr(p, f"tinylora_{k}")["default"]), (x, k)
-    assert _trainable(ours) == _trainable(pm) == 4 * (max(tinylora_groups(n, t)) + 1)
+    assert trainable(ours) == trainable(pm) == 4 * (max(tinylora_groups(n, t)) + 1)
 
 
 @pytest.mark.parametrize("kw", CASES, ids=range(len(CASES)))
@@ -44,13 +44,8 @@ def test_to_peft_reproduces_our_logits(ids, tmp_path, kw):
     ll.attach(model, ll.TinyLoraConfig(**kw))
     train_steps(model, ids, lr=0.05); ours = logits(model, ids)
     assert (ours - y0).abs().max() > 1e-3, "the adapter did not move the logits"
-    ll.to_peft(model, tmp_path / "p")
-    pc = json.loads((tmp_path / "p" / "adapter_config.json").read_text())
+    _, pc = to_peft_matches(model, base, ids, tmp_path / "p", f"TinyLoRA {kw}")
     assert pc["peft_type"] == "TINYLORA" and pc["weight_tying"] == kw.get("weight_tying", 0.0)
-    pm = peft.PeftModel.from_pretrained(base, tmp_path / "p").eval()
-    d = (ours - logits(pm, ids)).abs().max().item()
-    print(f"TinyLoRA {kw} to_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= TOL
 
 
 @pytest.mark.parametrize("kw", CASES, ids=range(len(CASES)))
@@ -59,20 +54,10 @@ def test_from_peft_reproduces_peft_logits_and_round_trips(ids, tmp_path, kw):
     with torch.no_grad():
         for p in pm.parameters():
             if p.requires_grad: p.normal_(0, 0.3, generator=torch.Generator().manual_seed(0))   # off PEFT's zero init
-    pm.save_pretrained(tmp_path / "p"); pm.eval()
-    theirs = logits(pm, ids)
-    with pm.disable_adapter(): assert (theirs - logits(pm, ids)).abs().max() > 1e-3, "PEFT's adapter is (near) identity"
-    base = tiny_qwen3()
-    cfg = ll.from_peft(base, tmp_path / "p")
+    base, cfg = from_peft_matches(pm, tiny_qwen3, ids, tmp_path / "p", f"TinyLoRA {kw}", moved=1e-3)
     assert isinstance(cfg, ll.TinyLoraConfig) and cfg.weight_tying == kw.get("weight_tying", 0.0)
     assert [n for n, p in base.named_parameters() if p.requires_grad] == ["ll_shared.v"]
-    ours = logits(base, ids)
-    d = (ours - theirs).abs().max().item()
-    print(f"TinyLoRA {kw} from_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= TOL
-    ll.to_peft(base, tmp_path / "q")                                       # from_peft(to_peft(x)) is exact
-    fresh = tiny_qwen3(); ll.from_peft(fresh, tmp_path / "q")
-    assert torch.equal(fresh.ll_shared.v, base.ll_shared.v) and torch.equal(logits(fresh, ids), ours)
+    assert_peft_round_trip(base, tiny_qwen3, ids, tmp_path / "q")
 
 
 def test_export_refuses_projection_peft_would_not_draw(tmp_path):
@@ -82,22 +67,14 @@ def test_export_refuses_projection_peft_would_not_draw(tmp_path):
     with pytest.raises(ValueError, match="model.layers.1.self_attn.q_proj"): ll.to_peft(m, tmp_path / "p")
 
 
-def _llama_3b(n_layers=28):
-    "Llama-3.2-3B's shapes on the meta device (q 3072->3072, k/v 3072->1024)."
-    from transformers import LlamaConfig, LlamaForCausalLM
-    c = LlamaConfig(vocab_size=32, hidden_size=3072, intermediate_size=8192, num_hidden_layers=n_layers, num_attention_heads=24,
-                    num_key_value_heads=8, head_dim=128, tie_word_embeddings=False)
-    with torch.device("meta"): return LlamaForCausalLM(c)
-
-
 @pytest.mark.parametrize("tying,published", [(0.0, 3584), (1.0, 64)])
 def test_trainable_count_equals_peft_and_published(tying, published):
     "PEFT's tinylora/llama-3.2-3B-default and -weight-tying: 3,584 and 64 trainable parameters (its result files)."
-    ours = _llama_3b(); ll.attach(ours, ll.get_config("tinylora", weight_tying=tying, **{k: v for k, v in TinyLora.bench.items() if k != "lr"}))
+    ours = llama32_3b(); ll.attach(ours, ll.get_config("tinylora", weight_tying=tying, **{k: v for k, v in TinyLora.bench.items() if k != "lr"}))
     pc = json.loads('{"r": 2, "u": 64, "projection_seed": 42, "save_projection": true, "init_weights": true, "tinylora_dropout": 0.0}')
-    pm = peft.get_peft_model(_llama_3b(), peft.TinyLoraConfig(weight_tying=tying, **pc))   # target_modules None: q_proj, v_proj
-    print(f"TinyLoRA (tying {tying}) trainable on Llama-3.2-3B: ours {_trainable(ours):,}; PEFT {_trainable(pm):,}")
-    assert _trainable(ours) == _trainable(pm) == published
+    pm = peft.get_peft_model(llama32_3b(), peft.TinyLoraConfig(weight_tying=tying, **pc))   # target_modules None: q_proj, v_proj
+    print(f"TinyLoRA (tying {tying}) trainable on Llama-3.2-3B: ours {trainable(ours):,}; PEFT {trainable(pm):,}")
+    assert trainable(ours) == trainable(pm) == published
 
 
 def test_training_equals_peft(ids):
@@ -106,12 +83,8 @@ def test_training_equals_peft(ids):
     for kw in PUBLISHED:
         ours, theirs = copy.deepcopy(base), _peft(copy.deepcopy(base), **kw)
         ll.attach(ours, ll.TinyLoraConfig(**kw))
-        losses = curves((ours, theirs), ids)   # 5 AdamW steps each
-        print(f"TinyLoRA {kw} training losses: ours {losses[0].tolist()} PEFT {losses[1].tolist()}")
-        assert losses[0][-1] < losses[0][0] - 1e-3
-        torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=0)
-        ours.eval(); theirs.eval()
-        assert (logits(ours, ids) - logits(theirs, ids)).abs().max() <= TOL
+        a, b = curves_match_peft(ours, theirs, ids, f"TinyLoRA {kw}")   # 5 AdamW steps each
+        assert (a - b).abs().max() <= TOL
 
 
 bnb = pytest.importorskip("bitsandbytes")

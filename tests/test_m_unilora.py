@@ -4,8 +4,9 @@ import pytest, torch
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
 from lora_lite.variants.unilora import UniLora
-from conftest import logits, train_steps, structured_qwen3, snapshot, assert_unchanged
-from realistic import curves, load_q
+from conftest import (logits, train_steps, structured_qwen3, snapshot, assert_unchanged, trainable, llama32_3b, to_peft_matches,
+                      from_peft_matches, curves_match_peft)
+from realistic import load_q
 
 peft = pytest.importorskip("peft")
 TOL = 1e-5
@@ -20,7 +21,6 @@ def _ours(kw):
     if "target_modules" in kw: kw["target_names"] = kw.pop("target_modules")
     return ll.UniLoraConfig(**kw)
 def _peft(model, **kw): return peft.get_peft_model(model, peft.UniLoraConfig(**{"target_modules": QV, **kw}))
-def _trainable(m): return sum(p.numel() for p in m.parameters() if p.requires_grad)
 
 
 @pytest.mark.parametrize("kw", CASES, ids=range(len(CASES)))
@@ -42,36 +42,25 @@ def test_indices_scales_and_theta_equal_peft(ids, kw, dtype):
     assert torch.equal(ours.ll_shared.theta, pm.base_model.unilora_theta_d["default"])
     d = (logits(ours, ids).float() - logits(pm, ids).float()).abs().max().item()
     assert d <= (TOL if dtype == torch.float32 else 0.0), d
-    assert _trainable(ours) == _trainable(pm) == kw["theta_d_length"]
+    assert trainable(ours) == trainable(pm) == kw["theta_d_length"]
 
 
 @pytest.mark.parametrize("kw", CASES, ids=range(len(CASES)))
 def test_to_peft_reproduces_our_logits(ids, tmp_path, kw):
     base = tiny_qwen3(); model = copy.deepcopy(base)
     ll.attach(model, _ours(kw))
-    train_steps(model, ids, lr=0.05); ours = logits(model, ids)
-    ll.to_peft(model, tmp_path / "p")
-    pc = json.loads((tmp_path / "p" / "adapter_config.json").read_text())
+    train_steps(model, ids, lr=0.05)
+    _, pc = to_peft_matches(model, base, ids, tmp_path / "p", f"UniLoRA {kw}")
     assert pc["peft_type"] == "UNILORA" and pc["theta_d_length"] == kw["theta_d_length"]
-    pm = peft.PeftModel.from_pretrained(base, tmp_path / "p").eval()
-    d = (ours - logits(pm, ids)).abs().max().item()
-    print(f"UniLoRA {kw} to_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= TOL
 
 
 @pytest.mark.parametrize("kw", CASES, ids=range(len(CASES)))
 def test_from_peft_reproduces_peft_logits_and_round_trips(ids, tmp_path, kw):
     pm = _peft(tiny_qwen3(), **kw)
     with torch.no_grad(): pm.base_model.unilora_theta_d["default"].normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
-    pm.save_pretrained(tmp_path / "p"); pm.eval()
-    theirs = logits(pm, ids)
-    base = tiny_qwen3()
-    cfg = ll.from_peft(base, tmp_path / "p")
+    base, cfg = from_peft_matches(pm, tiny_qwen3, ids, tmp_path / "p", f"UniLoRA {kw}", moved=1e-3)
     assert isinstance(cfg, ll.UniLoraConfig) and cfg.r == kw["r"] and cfg.save_indices == kw.get("save_indices", False)
     ours = logits(base, ids)
-    d = (ours - theirs).abs().max().item()
-    print(f"UniLoRA {kw} from_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= TOL
     ll.save(base, tmp_path / "a.safetensors")                              # our file: θ and the d scales, no indices
     from safetensors import safe_open
     with safe_open(str(tmp_path / "a.safetensors"), "pt") as f: assert sorted(f.keys()) == ["ll_shared.inv_sqrt_count", "ll_shared.theta"]
@@ -90,20 +79,13 @@ def test_foreign_saved_indices_are_refused_and_model_unchanged(tmp_path):
     assert_unchanged(m, snap)
 
 
-def _llama_3b(n_layers=28):
-    from transformers import LlamaConfig, LlamaForCausalLM
-    c = LlamaConfig(vocab_size=32, hidden_size=3072, intermediate_size=8192, num_hidden_layers=n_layers, num_attention_heads=24,
-                    num_key_value_heads=8, head_dim=128, tie_word_embeddings=False)
-    with torch.device("meta"): return LlamaForCausalLM(c)
-
-
 def test_trainable_count_equals_peft_and_published():
     "PEFT's unilora/llama-3.2-3B-default: 256 trainable parameters (its result file)."
-    ours = _llama_3b(); ll.attach(ours, ll.get_config("unilora", **{k: v for k, v in UniLora.bench.items() if k != "lr"}))
+    ours = llama32_3b(); ll.attach(ours, ll.get_config("unilora", **{k: v for k, v in UniLora.bench.items() if k != "lr"}))
     pc = json.loads('{"r": 32, "theta_d_length": 256, "proj_seed": 42, "init_theta_d_bound": 0.02, "target_modules": ["q_proj", "v_proj"]}')
-    pm = peft.get_peft_model(_llama_3b(2), peft.UniLoraConfig(**pc))      # 2 blocks: PEFT's index generation runs on the CPU
-    print(f"UniLoRA trainable on Llama-3.2-3B: ours {_trainable(ours):,}; PEFT (2 blocks) {_trainable(pm):,}")
-    assert _trainable(ours) == _trainable(pm) == 256
+    pm = peft.get_peft_model(llama32_3b(2), peft.UniLoraConfig(**pc))      # 2 blocks: PEFT's index generation runs on the CPU
+    print(f"UniLoRA trainable on Llama-3.2-3B: ours {trainable(ours):,}; PEFT (2 blocks) {trainable(pm):,}")
+    assert trainable(ours) == trainable(pm) == 256
 
 
 def test_training_equals_peft(ids):
@@ -111,12 +93,8 @@ def test_training_equals_peft(ids):
     base = structured_qwen3(hidden=128)
     torch.manual_seed(0); theirs = _peft(copy.deepcopy(base), r=8, theta_d_length=128)
     ours = copy.deepcopy(base); torch.manual_seed(0); ll.attach(ours, ll.UniLoraConfig(r=8, theta_d_length=128))
-    losses = curves((ours, theirs), ids)   # 5 AdamW steps each
-    print(f"UniLoRA training losses: ours {losses[0].tolist()} PEFT {losses[1].tolist()}")
-    assert losses[0][-1] < losses[0][0] - 1e-3
-    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=0)
-    ours.eval(); theirs.eval()
-    assert (logits(ours, ids) - logits(theirs, ids)).abs().max() <= TOL
+    a, b = curves_match_peft(ours, theirs, ids, "UniLoRA")   # 5 AdamW steps each
+    assert (a - b).abs().max() <= TOL
 
 
 bnb = pytest.importorskip("bitsandbytes")

@@ -5,8 +5,8 @@ from torch import nn
 import lora_lite as ll
 from lora_lite.helpers import tiny_qwen3
 from lora_lite.variants.waveft import WaveFT, wave_positions
-from conftest import snapshot, assert_unchanged, train_steps, logits
-from realistic import curves
+from conftest import (assert_attach_refused, snapshot, assert_unchanged, train_steps, logits, perturb_adapter, trainable, llama32_3b, to_peft_matches,
+                      from_peft_matches, assert_peft_round_trip, curves_match_peft)
 
 peft = pytest.importorskip("peft")
 TOL = 1e-5
@@ -47,39 +47,19 @@ def test_to_peft_reproduces_our_logits(ids, tmp_path, kw):
     ll.attach(model, ll.WaveFTConfig(**_ours(kw)))
     ours = _train(model, ids)
     assert (ours - y0).abs().max() > 1e-2, "the adapter did not move the logits"
-    ll.to_peft(model, tmp_path / "p")
-    pc = json.loads((tmp_path / "p" / "adapter_config.json").read_text())
+    pm, pc = to_peft_matches(model, base, ids, tmp_path / "p", f"WaveFT {kw}")
     assert pc["peft_type"] == "WAVEFT" and pc["scaling"] == kw.get("scaling", 25.0)
-    pm = peft.PeftModel.from_pretrained(base, tmp_path / "p").eval()
     for n, l in ll.adapter_layers(model).items(): assert pm.get_submodule(f"base_model.model.{n}").waveft_n_frequency["default"] == l.r, n
-    d = (ours - logits(pm, ids)).abs().max().item()
-    print(f"WaveFT {kw} to_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= TOL
 
 
 @pytest.mark.parametrize("kw", CASES, ids=range(len(CASES)))
 def test_from_peft_reproduces_peft_logits_and_round_trips(ids, tmp_path, kw):
     pm = peft.get_peft_model(tiny_qwen3(), peft.WaveFTConfig(target_modules=QV, **kw))
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in pm.parameters():
-            if p.requires_grad: p.add_(0.02 * torch.randn(p.shape, generator=g))   # off PEFT's zero init
-    pm.save_pretrained(tmp_path / "p"); pm.eval()
-    theirs = logits(pm, ids)
-    with pm.disable_adapter(): assert (theirs - logits(pm, ids)).abs().max() > 1e-2, "PEFT's adapter is (near) identity"
-    base = tiny_qwen3()
-    cfg = ll.from_peft(base, tmp_path / "p")
+    perturb_adapter(pm, std=0.02)                                           # off PEFT's zero init
+    base, cfg = from_peft_matches(pm, tiny_qwen3, ids, tmp_path / "p", f"WaveFT {kw}")
     assert isinstance(cfg, ll.WaveFTConfig) and cfg.alpha == kw.get("scaling", 25.0)
     for n, l in ll.adapter_layers(base).items(): assert l.r == pm.get_submodule(f"base_model.model.{n}").waveft_n_frequency["default"], n
-    ours = logits(base, ids)
-    d = (ours - theirs).abs().max().item()
-    print(f"WaveFT {kw} from_peft max|diff| vs PEFT: {d:.2e}")
-    assert d <= TOL
-    ll.to_peft(base, tmp_path / "q")                                       # from_peft(to_peft(x)) is exact
-    fresh = tiny_qwen3(); ll.from_peft(fresh, tmp_path / "q")
-    for (n, a), b in zip(ll.adapter_layers(base).items(), ll.adapter_layers(fresh).values()):
-        for k, t in a.state_dict().items(): assert torch.equal(t, b.state_dict()[k]), (n, k)
-    assert torch.equal(logits(fresh, ids), ours)
+    assert_peft_round_trip(base, tiny_qwen3, ids, tmp_path / "q")
 
 
 def test_proportional_parameters_folder_imports(ids, tmp_path):
@@ -94,28 +74,17 @@ def test_proportional_parameters_folder_imports(ids, tmp_path):
     assert (logits(base, ids) - logits(pm, ids)).abs().max() <= TOL
 
 
-def _llama_3b(n_layers=28):
-    "Llama-3.2-3B's shapes on the meta device (q 3072->3072, k/v 3072->1024)."
-    from transformers import LlamaConfig, LlamaForCausalLM
-    c = LlamaConfig(vocab_size=32, hidden_size=3072, intermediate_size=8192, num_hidden_layers=n_layers, num_attention_heads=24,
-                    num_key_value_heads=8, head_dim=128, tie_word_embeddings=False)
-    with torch.device("meta"): return LlamaForCausalLM(c)
-
-
-def _trainable(m): return sum(p.numel() for p in m.parameters() if p.requires_grad)
-
-
 def test_trainable_count_equals_peft_and_published():
     "PEFT's waveft/llama-3.2-3B-n_frequency-5000: 280,000 trainable parameters (its result file)."
-    ours = _llama_3b(); ll.attach(ours, ll.get_config("waveft", **{k: v for k, v in ll.WaveFT.bench.items() if k != "lr"}))
+    ours = llama32_3b(); ll.attach(ours, ll.get_config("waveft", **{k: v for k, v in ll.WaveFT.bench.items() if k != "lr"}))
     pc = json.loads('{"n_frequency": 5000, "scaling": 25.0, "wavelet_family": "db1", "use_idwt": true, "random_loc_seed": 777, '
                     '"init_weights": true, "target_modules": ["q_proj", "v_proj"]}')   # the experiment's adapter_config.json
-    pm = peft.get_peft_model(_llama_3b(2), peft.WaveFTConfig(**pc))
-    print(f"WaveFT trainable on Llama-3.2-3B: ours {_trainable(ours):,}; PEFT on 2 blocks {_trainable(pm):,}")
-    assert _trainable(ours) == 280_000 and _trainable(pm) * 14 == 280_000   # PEFT on 2 of the 28 blocks (its init is slow on meta)
+    pm = peft.get_peft_model(llama32_3b(2), peft.WaveFTConfig(**pc))
+    print(f"WaveFT trainable on Llama-3.2-3B: ours {trainable(ours):,}; PEFT on 2 blocks {trainable(pm):,}")
+    assert trainable(ours) == 280_000 and trainable(pm) * 14 == 280_000   # PEFT on 2 of the 28 blocks (its init is slow on meta)
     small = tiny_qwen3(); ll.attach(small, ll.WaveFTConfig(n_frequency=77, n_frequency_pattern={"v_proj": 11}))
     psmall = peft.get_peft_model(tiny_qwen3(), peft.WaveFTConfig(n_frequency=77, n_frequency_pattern={"v_proj": 11}, target_modules=QV))
-    assert _trainable(small) == _trainable(psmall) == 2 * (77 + 11)
+    assert trainable(small) == trainable(psmall) == 2 * (77 + 11)
 
 
 def test_training_equals_peft(ids):
@@ -126,12 +95,7 @@ def test_training_equals_peft(ids):
             if p.ndim == 2: p.copy_(p + 0.5 * torch.randn(p.shape[0], 4) @ torch.randn(4, p.shape[1]) / p.shape[1] ** 0.5)
     ours, theirs = copy.deepcopy(base), peft.get_peft_model(copy.deepcopy(base), peft.WaveFTConfig(n_frequency=500, target_modules=QV))
     ll.attach(ours, ll.WaveFTConfig(n_frequency=500))
-    losses = curves((ours, theirs), ids, lr=1e-3)   # 5 AdamW steps each
-    print(f"WaveFT training losses: ours {losses[0].tolist()} PEFT {losses[1].tolist()}")
-    assert losses[0][-1] < losses[0][0] - 1e-3
-    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=0)
-    ours.eval(); theirs.eval()
-    a, b = logits(ours, ids), logits(theirs, ids)
+    a, b = curves_match_peft(ours, theirs, ids, "WaveFT", lr=1e-3)   # 5 AdamW steps each
     print(f"WaveFT logits after 5 steps: max|diff| {(a - b).abs().max():.2e} of max|logit| {b.abs().max():.2f}")
     assert (a - b).abs().max() <= 1e-5 * b.abs().max()                     # fp32 rounding, amplified a little by Adam's 1/√v
 
@@ -152,10 +116,7 @@ def test_other_wavelet_family_folder_is_refused_and_model_unchanged(tmp_path):
 
 
 def test_layer_too_small_is_named_and_model_unchanged():
-    m = tiny_qwen3(); snap = snapshot(m)                                   # v_proj 64->32 has 2048 entries
-    with pytest.raises(ValueError, match="n_frequency=3000") as e: ll.attach(m, ll.WaveFTConfig(n_frequency=3000))
-    assert "model.layers.0.self_attn.v_proj" in str(e.value)
-    assert_unchanged(m, snap)
+    assert_attach_refused(ll.WaveFTConfig(n_frequency=3000), "n_frequency=3000", "model.layers.0.self_attn.v_proj")   # v_proj 64->32 has 2048 entries
 
 
 def test_export_refuses_positions_peft_would_not_draw(tmp_path):

@@ -5,7 +5,7 @@ a forward that would train, nesting) are clear and leave the model as it was."""
 import pytest, torch
 import lora_lite as ll
 from lora_lite.core import Variant
-from conftest import tiny_qwen3, snapshot, assert_unchanged, token_batches, perturb_adapter
+from conftest import tiny_qwen3, snapshot, assert_unchanged, token_batches, perturb_adapter, biased_qwen3, MOVE_STD
 
 IDS = torch.randint(0, 128, (2, 10), generator=torch.Generator().manual_seed(1))
 # until every variant declares `example`: small configs on every projection first, then the variant's defaults
@@ -14,19 +14,6 @@ FALLBACK = [dict(r=4, target_names=("proj",)), dict(r=4, target_names=("proj",),
 
 def logits(m, ids=IDS):
     with torch.no_grad(): return m(input_ids=ids).logits
-
-
-def biased_qwen3(**kw):
-    "The 64-wide test Qwen3 with random biases on the attention projections (transformers inits them to 0)."
-    m = tiny_qwen3(hidden=64, attention_bias=True, **kw)
-    g = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for n, p in m.named_parameters():
-            if n.endswith("proj.bias"): p.copy_(0.1 * torch.randn(p.shape, generator=g))
-    return m
-
-
-STD = dict(unilora=0.5, antipasto_ablate=0.5)   # a tiny shared vector / a contractive gain move the logits < 1e-3 at 0.05
 
 
 def adapted(name, model=None, std=0.05):
@@ -42,7 +29,7 @@ def adapted(name, model=None, std=0.05):
             break
         except ValueError as e: errors.append(str(e))
     else: raise AssertionError(f"{name}: no test config attaches: {errors}")
-    perturb_adapter(m, std=STD.get(name, std))
+    perturb_adapter(m, std=MOVE_STD.get(name, std))
     return m
 
 
