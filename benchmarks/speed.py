@@ -63,7 +63,10 @@ Method
   ±3 % of their median ("steady"); PEFT's rows (context, not a goal) run `--peft-repeats` rounds, and a configuration
   ≥ 3× the base (PEFT's HRA) 2 rounds only. Each lora_lite row has its weight-traffic floor (`checks.decode_floor`:
   1 + the numbers the adapter must read per token ÷ the base's), the goal being hooked ≤ 1.03 × floor and merged ≤ 1.01 ×
-  base. Variants that fail to attach are listed, not fatal.
+  base. A control row, "copy" (the lora_lite rows' own weights with no adapter), is timed every round like a row: the
+  two copies of the weights sit in different memory and one can run a steady 1-2 % faster than the other for a whole
+  run, so the goals divide by the copy's ratio (`decode_over_copy`), i.e. compare each row with the same computation on
+  the same weights. Variants that fail to attach are listed, not fatal.
 """
 from __future__ import annotations
 import argparse, copy, gc, json, os, platform, statistics, subprocess, sys, time
@@ -397,6 +400,7 @@ def decode_attach(key, base, calib, args):
     size, not traffic (tried 2026-12-04: full-rank methods went from their floors to ~1.05 × them). With two copies each
     token pair streams 280 MB and both rows read from memory, as decoding a real model (GBs of weights) does."""
     if key == "base": return copy.deepcopy(base)
+    if key == "copy": return base                                       # the control: lora_lite's copy of the weights, no adapter
     lib, v = key.split(":")
     if lib == "peft": return attach_peft(copy.deepcopy(base), v, args, calib, moved=True)[0].eval()
     m = copy.deepcopy(base, {id(p): p for p in base.parameters()})
@@ -404,8 +408,8 @@ def decode_attach(key, base, calib, args):
     return m.eval()
 
 def decode_keys(args):
-    "'base', then per variant 'll:<v>', 'merged:<v>' (the same model inside `ll.merged`) and 'peft:<v>' where PEFT has it."
-    keys = ["base"]
+    "'base', 'copy' (the control: the lora_lite rows' weights, no adapter), then per variant 'll:<v>', 'merged:<v>' (the same model inside `ll.merged`) and 'peft:<v>' where PEFT has it."
+    keys = ["base", "copy"]
     for v in variants(args):
         keys.append(f"ll:{v}")
         if not args.no_merged: keys.append(f"merged:{v}")
@@ -436,10 +440,10 @@ class TokenStep:
         self.cache.crop(-1); return t
 
 def decode_goals(rows) -> list:
-    """Hooked decode within 3 % of its floor, merged decode within 1 % of the base. Prefill (a batch 8 × 128 forward) is
+    """Hooked decode within 3 % of its floor, merged decode within 1 % of the base (both ÷ the run's copy row). Prefill (a batch 8 × 128 forward) is
     reported, not a goal: there a method pays its arithmetic (GLoRA's or HiRA's full-rank update), which no flat limit fits."""
     limits = {"ll": (("decode ÷ its weight-traffic floor", "decode_over_floor", 1.03),),
-              "merged": (("decode ÷ base", "decode_over_base", 1.01),)}
+              "merged": (("decode ÷ base", "decode_over_copy", 1.01),)}
     return [{"goal": f"{k} {what}", "value": r.get(f), "limit": lim, "met": None if r.get(f) is None else r[f] <= lim}
             for k, r in rows.items() for what, f, lim in limits.get(k.split(":")[0], ())]
 
@@ -505,11 +509,12 @@ def time_decode(args):
         return q1 >= 0.97 * m and q3 <= 1.03 * m
     def wanted(k, i):
         "Time k's decode in round i? Every row for --decode-repeats rounds, then only the unsteady ones, up to --decode-max."
+        if k == "copy": return True                                     # the control runs every round any row runs
         if i >= 2 and med(rd[k]) > 3: return False                     # ≥ 3× slower (PEFT's HRA): 2 rounds do
         if k.startswith("peft:"): return i < args.peft_repeats          # PEFT's column is context, not a goal: fewer rounds
         return i < args.decode_repeats or not steady(rd[k])
     i = 0
-    while i < args.decode_repeats or (i < args.decode_max and any(wanted(k, i) for k in others)):
+    while i < args.decode_repeats or (i < args.decode_max and any(wanted(k, i) for k in others if k != "copy")):
         order = [k for k in others[i % len(others):] + others[:i % len(others)] if wanted(k, i)]
         for k in order: decode_pair(k)
         if i < args.prefill_repeats:
@@ -519,23 +524,25 @@ def time_decode(args):
                 pt[k].append(t); pt["base"].append(after); rp[k].append(t / ((before + after) / 2)); before = after
         print(f"  decode round {i + 1}: {len(order)} rows timed, base {med(dt['base'][-len(order):]) * 1e3:.2f} ms/token", flush=True)
         i += 1
-    rows = {}
+    rows, c = {}, med(rd["copy"])
     for k in keys:
-        if k == "base": continue
+        if k in ("base", "copy"): continue
         q = lambda v: statistics.quantiles(v, n=4) if len(v) >= 4 else [None, None, None]
         hooked = k.replace("merged:", "ll:")
         rows[k] = {"decode_ms_per_token": med(dt[k]) * 1e3, "decode_over_base": med(rd[k]), "decode_quartiles": q(rd[k]),
                    "decode_rounds": len(rd[k]), "steady": steady(rd[k]),
                    "prefill_us_per_token": med(pt[k]) * 1e6 if pt[k] else None, "prefill_over_base": med(rp[k]) if rp[k] else None,
                    "same_tokens_as_base": toks[k] == toks["base"], "same_tokens_as_hooked": toks[k] == toks.get(hooked),
-                   "floor": floors.get(hooked), "ops_per_layer": (ops[k] - ops["base"]) / n_layers[hooked] if hooked in n_layers else None}
+                   "floor": floors.get(hooked), "ops_per_layer": (ops[k] - ops["base"]) / n_layers[hooked] if hooked in n_layers else None,
+                   "copy_over_base": c, "decode_over_copy": med(rd[k]) / c}
     for k, r in rows.items():                                          # hooked decode's goal: within 3 % of its floor
-        if k.startswith("ll:") and r["floor"]: r["decode_over_floor"] = r["decode_over_base"] / r["floor"]
+        if k.startswith("ll:") and r["floor"]: r["decode_over_floor"] = r["decode_over_copy"] / r["floor"]
     return {"meta": {"model": DEC, "new_tokens": n, "prompt": 8, "prefill": [args.prefill_batch, args.prefill_seq],
                      "pairing": "token", "config": args.config, "configs": dict(CONFIGS), "rounds": i, "min_rounds": args.decode_repeats,
                      "peft_rounds": args.peft_repeats, "prefill_rounds": args.prefill_repeats,
                      "threads": torch.get_num_threads(), "clock": args.clock, "date": time.strftime("%Y-%m-%d %H:%M")},
             "base": {"decode_ms_per_token": med(dt["base"]) * 1e3, "prefill_us_per_token": med(pt["base"]) * 1e6 if pt["base"] else None},
+            "copy": {"decode_over_base": c, "decode_quartiles": statistics.quantiles(rd["copy"], n=4), "decode_rounds": len(rd["copy"])},
             "rows": rows, "failed": failed, "goals": decode_goals(rows)}
 
 def update_decode(path, d, variants, why=None):
@@ -549,7 +556,7 @@ def update_decode(path, d, variants, why=None):
     dec["failed"] = {**{k: e for k, e in dec["failed"].items() if k.split(":")[1] not in variants}, **d["failed"]}
     dec["goals"] = decode_goals(dec["rows"])
     dec["meta"].setdefault("updated", []).append({"variants": sorted(variants), "date": d["meta"]["date"], "rounds": d["meta"]["rounds"],
-                                                  "base_ms_per_token": d["base"]["decode_ms_per_token"],
+                                                  "base_ms_per_token": d["base"]["decode_ms_per_token"], "copy_over_base": (d.get("copy") or {}).get("decode_over_base"),
                                                   "why": (why or "re-measured after a code change") + ", paired with the base in its own run"})
     Path(path).write_text(json.dumps(old, indent=1))
     return dec
@@ -562,6 +569,8 @@ def print_decode(d):
           f"PEFT {m.get('peft_rounds', m['rounds'])}) / {m['prefill_rounds']} prefill rounds of per-token time ÷ the mean of the base runs just before "
           f"and after (in brackets: the quartiles of the decode ratios); merged = the same adapter inside ll.merged")
     print(f"base: {d['base']['decode_ms_per_token']:.2f} ms/token decode, {fmt(d['base']['prefill_us_per_token'], 1)} µs/token prefill")
+    if d.get("copy"): print(f"copy (the lora_lite rows' weights, no adapter) ÷ base: {d['copy']['decode_over_base']:.3f} "
+                            f"({d['copy']['decode_quartiles'][0]:.3f}–{d['copy']['decode_quartiles'][2]:.3f}); floor and merged goals are ÷ the copy")
     vs = sorted({k.split(':')[1] for k in d["rows"]})
     print(f"{'variant':18s}{'floor':>7s}{'ll decode':>19s}{'merged decode':>19s}{'peft decode':>19s}{'ll prefill':>12s}{'merged':>8s}{'peft':>8s}")
     for v in vs:

@@ -41,6 +41,8 @@ def test_decode_rows_share_weights_and_the_base_row_has_its_own():
     ptr = lambda mod: {n: p.data_ptr() for n, p in mod.named_parameters() if "ll_" not in n}
     assert ptr(m) == ptr(base)                                 # lora_lite never writes a base weight: one copy for its rows
     assert not set(ptr(b).values()) & set(ptr(base).values())  # the base row streams its own copy (see decode_attach)
+    c = speed.decode_attach("copy", base, None, A)             # the control row: the lora_lite rows' weights, no adapter
+    assert ptr(c) == ptr(base) and not any("ll_" in n for n, _ in c.named_modules())
 
 
 def test_profiled_memory_counts_the_bytes_live_at_the_steps_peak():
