@@ -45,6 +45,12 @@ def test_decode_rows_share_weights_and_the_base_row_has_its_own():
     assert ptr(c) == ptr(base) and not any("ll_" in n for n, _ in c.named_modules())
 
 
+def test_decode_goals_are_over_the_copy_row():
+    rows = {"ll:lora": {"decode_over_floor": 1.02}, "merged:lora": {"decode_over_base": 0.99, "decode_over_copy": 1.02}}
+    met = {g["goal"]: g["met"] for g in speed.decode_goals(rows)}
+    assert met == {"ll:lora decode ÷ its weight-traffic floor": True, "merged:lora decode ÷ base (÷ the copy row)": False}
+
+
 def test_profiled_memory_counts_the_bytes_live_at_the_steps_peak():
     sizes = {}
     def build():                                                     # the "model": two blocks, one replaced by attach
