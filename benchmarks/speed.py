@@ -198,6 +198,19 @@ def sync(dev):
 
 def clock(args): return time.process_time if args.clock == "cpu" else time.perf_counter
 
+def machine() -> dict:
+    """The CPU these numbers come from: its model name, cores and cache sizes (Linux sysfs; empty where not readable). The
+    decode ratios depend on them (how much of the weights fit the last-level cache), and sessions run on different machines."""
+    out = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+    try: out["cpu_model"] = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration): pass
+    caches = Path("/sys/devices/system/cpu/cpu0/cache")
+    for d in sorted(caches.glob("index*")) if caches.is_dir() else ():
+        try: kind, level, size = ((d / f).read_text().strip() for f in ("type", "level", "size"))
+        except OSError: continue
+        if kind != "Instruction": out[f"L{level}{'d' if kind == 'Data' else ''}"] = size   # L1d, L2, L3: per core / shared, as sysfs gives them
+    return out
+
 # ------------------------------------------------------------------ step time
 def time_steps(args, keys):
     base = step_model(args)
@@ -395,8 +408,8 @@ def decode_model(seed=0):
 def decode_attach(key, base, calib, args):
     """A copy of `base` with configuration `key` ('base', 'll:<variant>', 'peft:<variant>') attached, in eval mode. lora_lite
     never writes a base weight, so its copies share `base`'s parameters (one copy of the weights for every lora_lite row);
-    the base row and PEFT's rows get their own. Not one copy for all: this model's 140 MB of weights fit the CPU's 260 MB
-    L3, so a base row sharing them ran L3-hot while a row that adds tensors spilled, and the ratios measured the cache's
+    the base row and PEFT's rows get their own. Not one copy for all: this model's 140 MB of weights fit the 260 MB L3 of
+    the machine that ran 2026-12-04's runs (each run's machine is in its meta), so a base row sharing them ran L3-hot while a row that adds tensors spilled, and the ratios measured the cache's
     size, not traffic (tried 2026-12-04: full-rank methods went from their floors to ~1.05 × them). With two copies each
     token pair streams 280 MB and both rows read from memory, as decoding a real model (GBs of weights) does."""
     if key == "base": return copy.deepcopy(base)
@@ -540,7 +553,7 @@ def time_decode(args):
     return {"meta": {"model": DEC, "new_tokens": n, "prompt": 8, "prefill": [args.prefill_batch, args.prefill_seq],
                      "pairing": "token", "config": args.config, "configs": dict(CONFIGS), "rounds": i, "min_rounds": args.decode_repeats,
                      "peft_rounds": args.peft_repeats, "prefill_rounds": args.prefill_repeats,
-                     "threads": torch.get_num_threads(), "clock": args.clock, "date": time.strftime("%Y-%m-%d %H:%M")},
+                     "threads": torch.get_num_threads(), "clock": args.clock, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")},
             "base": {"decode_ms_per_token": med(dt["base"]) * 1e3, "prefill_us_per_token": med(pt["base"]) * 1e6 if pt["base"] else None},
             "copy": {"decode_over_base": c, "decode_quartiles": statistics.quantiles(rd["copy"], n=4), "decode_rounds": len(rd["copy"])},
             "rows": rows, "failed": failed, "goals": decode_goals(rows)}
@@ -557,7 +570,7 @@ def update_decode(path, d, variants, why=None):
     dec["goals"] = decode_goals(dec["rows"])
     dec["meta"].setdefault("updated", []).append({"variants": sorted(variants), "date": d["meta"]["date"], "rounds": d["meta"]["rounds"],
                                                   "base_ms_per_token": d["base"]["decode_ms_per_token"], "copy_over_base": (d.get("copy") or {}).get("decode_over_base"),
-                                                  "why": (why or "re-measured after a code change") + ", paired with the base in its own run"})
+                                                  "machine": d["meta"].get("machine"), "why": (why or "re-measured after a code change") + ", paired with the base in its own run"})
     Path(path).write_text(json.dumps(old, indent=1))
     return dec
 
@@ -569,6 +582,7 @@ def print_decode(d):
           f"PEFT {m.get('peft_rounds', m['rounds'])}) / {m['prefill_rounds']} prefill rounds of per-token time ÷ the mean of the base runs just before "
           f"and after (in brackets: the quartiles of the decode ratios); merged = the same adapter inside ll.merged")
     print(f"base: {d['base']['decode_ms_per_token']:.2f} ms/token decode, {fmt(d['base']['prefill_us_per_token'], 1)} µs/token prefill")
+    if mc := m.get("machine"): print("machine: " + ", ".join(f"{k} {v}" for k, v in mc.items()))
     if d.get("copy"): print(f"copy (the lora_lite rows' weights, no adapter) ÷ base: {d['copy']['decode_over_base']:.3f} "
                             f"({d['copy']['decode_quartiles'][0]:.3f}–{d['copy']['decode_quartiles'][2]:.3f}); the decode columns are ÷ the copy, as the goals")
     vs = sorted({k.split(':')[1] for k in d["rows"]})
@@ -623,7 +637,7 @@ def build_report(args, keys, step_t, flops, mem, init_t, breaks, wall):
     init_ratios = {m: div(init.get(f"ll:{m}"), init.get(f"peft:{m}")) for m in ("lora", "pissa", "pissa_niter4")} if init else {}
     return {"meta": {"device": args.device, "threads": torch.get_num_threads(), "clock": args.clock, "torch": torch.__version__,
                      "peft": __import__("peft").__version__, "transformers": __import__("transformers").__version__,
-                     "cpu": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
+                     **machine(), "date": time.strftime("%Y-%m-%d %H:%M"),
                      "sizes": {"hidden": args.hidden, "layers": args.layers, "seq": args.seq, "batch": args.batch,
                                "vocab": args.vocab, "mlp": 3 * args.hidden, "heads": args.hidden // 64, "head_dim": 64},
                      "adapter": {"config": args.config, "configs": dict(CONFIGS)}, "failed": dict(FAILED),
@@ -680,7 +694,8 @@ def update_rows(path, rep, variants, why=None):
     add_layer_goal(old)
     what = (["step time"] if timed else []) + (["memory"] if mem else []) + (["init"] if rep.get("init_s") else [])
     old["meta"].setdefault("updated", []).append({"variants": sorted(mine) if timed else sorted({k.split(":")[-1] for k in mem or rep.get("init_s") or {}}),
-                                                  "sections": what, "date": rep["meta"]["date"], "repeats": rep["meta"]["repeats"],
+                                                  "sections": what, "date": rep["meta"]["date"],
+                                                  "repeats": rep["meta"]["init_repeats"] if what == ["init"] else rep["meta"]["repeats"],
                                                   "why": (why or "re-measured after a code change") + (", in a run with the base and LoRA" if timed else "")})
     Path(path).write_text(json.dumps(old, indent=1))
     return old

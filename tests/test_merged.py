@@ -175,3 +175,27 @@ def test_merged_conv1d():
         assert m.transformer.h[0].attn.c_attn.weight.shape == w.shape
     assert m.transformer.h[0].attn.c_attn.weight is w
     assert (inside - y).abs().max() <= 1e-5
+
+
+def aten_calls(m, ids=IDS[:1, :4]) -> list:
+    "(op, shapes, strides, dtypes) of every tensor operation of one forward of `m`, in order."
+    from torch.utils._python_dispatch import TorchDispatchMode
+    calls = []
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            ts = [a for a in args if torch.is_tensor(a)]
+            calls.append((str(func), [tuple(t.shape) for t in ts], [t.stride() for t in ts], [t.dtype for t in ts]))
+            return func(*args, **(kwargs or {}))
+    with torch.no_grad(), Record(): m(input_ids=ids)
+    return calls
+
+
+@pytest.mark.parametrize("name", sorted(n for n, V in ll.VARIANTS.items() if V.has_delta))
+def test_merged_runs_exactly_the_base_models_ops(name):
+    "Inside `merged` a forward is the base model's: the same tensor ops on tensors of the same shapes, strides and dtypes."
+    base = aten_calls(biased_qwen3())
+    m = adapted(name)
+    with ll.merged(m): inside = aten_calls(m)
+    assert len(inside) == len(base), f"{name}: {len(inside)} tensor ops inside merged, the base model runs {len(base)}"
+    diff = next((i for i, (a, b) in enumerate(zip(inside, base)) if a != b), None)
+    assert diff is None, f"{name}: op {diff} inside merged is {inside[diff]}, the base model's is {base[diff]}"

@@ -1,6 +1,6 @@
 """benchmarks/speed.py's bookkeeping (no timing): a decode re-measure replaces only the rows it timed; the decode rows'
 adapters are moved off init; the exact step-memory measure (allocator events) and a memory-only re-measure's update."""
-import json, sys
+import json, os, sys
 from pathlib import Path
 import torch
 import lora_lite as ll
@@ -110,7 +110,7 @@ def test_an_init_only_update_replaces_the_init_times_and_their_goal(tmp_path):
            "init_ratios": {"pissa": 1.6 / 1.5}}
     old["goals"] = speed.goals_of([], old["init_ratios"])
     p = tmp_path / "r.json"; p.write_text(json.dumps(old))
-    rep = {"meta": {"date": "d", "repeats": 9}, "step_ms": {}, "memory_mb": {}, "rows": [],
+    rep = {"meta": {"date": "d", "repeats": 9, "init_repeats": 4}, "step_ms": {}, "memory_mb": {}, "rows": [],
            "init_s": {"ll:pissa": {"median": 1.4}, "peft:pissa": {"median": 1.5}}, "init_ratios": {"pissa": 1.4 / 1.5}}
     new = speed.update_rows(p, rep, ["pissa"], why="more rounds")
     assert new["init_s"]["ll:pissa"]["median"] == 1.4 and new["init_ratios"]["pissa"] == 1.4 / 1.5
@@ -119,3 +119,12 @@ def test_an_init_only_update_replaces_the_init_times_and_their_goal(tmp_path):
     assert g["PiSSA init (pissa): lora_lite ÷ PEFT"]["met"]
     assert new["meta"]["updated"][-1]["sections"] == ["init"] and new["meta"]["updated"][-1]["why"] == "more rounds"
     assert new["meta"]["updated"][-1]["variants"] == ["pissa"]
+    assert new["meta"]["updated"][-1]["repeats"] == 4, "an init-only update records the init rounds, not the step rounds"
+
+
+def test_machine_names_the_cpu_and_its_caches():
+    "Each run records the machine (sessions run on different ones; the decode ratios depend on the last-level cache)."
+    m = speed.machine()
+    assert m["cores"] == os.cpu_count() and m["cpu"]
+    if Path("/sys/devices/system/cpu/cpu0/cache/index0").is_dir():
+        assert any(k.startswith("L") and k[1].isdigit() for k in m), m
