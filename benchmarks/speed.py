@@ -66,7 +66,9 @@ Method
   base. A control row, "copy" (the lora_lite rows' own weights with no adapter), is timed every round like a row: the
   two copies of the weights sit in different memory and one can run a steady 1-2 % faster than the other for a whole
   run, so the goals divide by the copy's ratio (`decode_over_copy`), i.e. compare each row with the same computation on
-  the same weights. Variants that fail to attach are listed, not fatal.
+  the same weights. Each merged row also records what entering `ll.merged` once cost (`merge_ms`: W + ΔW for every
+  adapted layer, CPU time), the price of each switch in a loop that generates between training steps. Each run records
+  its machine (`machine()`: CPU model, cores, cache sizes). Variants that fail to attach are listed, not fatal.
 """
 from __future__ import annotations
 import argparse, copy, gc, json, os, platform, statistics, subprocess, sys, time
@@ -471,12 +473,14 @@ def time_decode(args):
     prompt = torch.randint(0, DEC["vocab"], (1, 8), generator=g)
     pre = torch.randint(0, DEC["vocab"], (args.prefill_batch, args.prefill_seq), generator=g)
     calib = [torch.randint(0, DEC["vocab"], (2, 64), generator=g) for _ in range(2)]
-    models, failed = {}, {}
+    models, failed, merge_s = {}, {}, {}
     for k in decode_keys(args):
         try:
             if k.startswith("merged:"):                                 # the hooked model's copy, run inside ll.merged
                 models[k] = models[k.replace("merged:", "ll:")]
+                t0 = time.process_time()
                 with ll.merged(models[k]): pass                         # refused (no fixed ΔW, ...)? say so now
+                merge_s[k] = time.process_time() - t0                   # what entering it costs (W + ΔW for every layer), once
             else: models[k] = decode_attach(k, base, calib, args)
         except Exception as e:                                          # report, don't stop the benchmark
             models.pop(k, None)
@@ -539,8 +543,8 @@ def time_decode(args):
         print(f"  decode round {i + 1}: {len(order)} rows timed, base {med(dt['base'][-len(order):]) * 1e3:.2f} ms/token", flush=True)
         i += 1
     rows, c = {}, med(rd["copy"])
+    q = lambda v: statistics.quantiles(v, n=4) if len(v) >= 4 else [None, None, None]   # fewer rounds (a smoke run): no quartiles
     for k in measured:
-        q = lambda v: statistics.quantiles(v, n=4) if len(v) >= 4 else [None, None, None]
         hooked = k.replace("merged:", "ll:")
         rows[k] = {"decode_ms_per_token": med(dt[k]) * 1e3, "decode_over_base": med(rd[k]), "decode_quartiles": q(rd[k]),
                    "decode_rounds": len(rd[k]), "steady": steady(rd[k]),
@@ -548,6 +552,7 @@ def time_decode(args):
                    "same_tokens_as_base": toks[k] == toks["base"], "same_tokens_as_hooked": toks[k] == toks.get(hooked),
                    "floor": floors.get(hooked), "ops_per_layer": (ops[k] - ops["base"]) / n_layers[hooked] if hooked in n_layers else None}
         if not k.startswith("peft:"): rows[k].update(copy_over_base=c, decode_over_copy=med(rd[k]) / c)   # PEFT's rows stream their own copy
+        if k in merge_s: rows[k]["merge_ms"] = merge_s[k] * 1e3
     for k, r in rows.items():                                          # hooked decode's goal: within 3 % of its floor
         if k.startswith("ll:") and r["floor"]: r["decode_over_floor"] = r["decode_over_copy"] / r["floor"]
     return {"meta": {"model": DEC, "new_tokens": n, "prompt": 8, "prefill": [args.prefill_batch, args.prefill_seq],
@@ -555,7 +560,7 @@ def time_decode(args):
                      "peft_rounds": args.peft_repeats, "prefill_rounds": args.prefill_repeats,
                      "threads": torch.get_num_threads(), "clock": args.clock, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")},
             "base": {"decode_ms_per_token": med(dt["base"]) * 1e3, "prefill_us_per_token": med(pt["base"]) * 1e6 if pt["base"] else None},
-            "copy": {"decode_over_base": c, "decode_quartiles": statistics.quantiles(rd["copy"], n=4), "decode_rounds": len(rd["copy"])},
+            "copy": {"decode_over_base": c, "decode_quartiles": q(rd["copy"]), "decode_rounds": len(rd["copy"])},
             "rows": rows, "failed": failed, "goals": decode_goals(rows)}
 
 def update_decode(path, d, variants, why=None):
@@ -584,16 +589,16 @@ def print_decode(d):
     print(f"base: {d['base']['decode_ms_per_token']:.2f} ms/token decode, {fmt(d['base']['prefill_us_per_token'], 1)} µs/token prefill")
     if mc := m.get("machine"): print("machine: " + ", ".join(f"{k} {v}" for k, v in mc.items()))
     if d.get("copy"): print(f"copy (the lora_lite rows' weights, no adapter) ÷ base: {d['copy']['decode_over_base']:.3f} "
-                            f"({d['copy']['decode_quartiles'][0]:.3f}–{d['copy']['decode_quartiles'][2]:.3f}); the decode columns are ÷ the copy, as the goals")
+                            f"({fmt(d['copy']['decode_quartiles'][0], 3)}–{fmt(d['copy']['decode_quartiles'][2], 3)}); the decode columns are ÷ the copy, as the goals")
     vs = sorted({k.split(':')[1] for k in d["rows"]})
-    print(f"{'variant':18s}{'floor':>7s}{'ll decode':>19s}{'merged decode':>19s}{'peft decode':>19s}{'ll prefill':>12s}{'merged':>8s}{'peft':>8s}")
+    print(f"{'variant':18s}{'floor':>7s}{'ll decode':>19s}{'merged decode':>19s}{'peft decode':>19s}{'ll prefill':>12s}{'merged':>8s}{'peft':>8s}{'merge ms':>10s}")
     for v in vs:
         a, mg, b = (d["rows"].get(f"{lib}:{v}") for lib in ("ll", "merged", "peft"))
         f = lambda r, k: fmt(r[k], 3) if r else "-"
         c = lambda r: r.get("copy_over_base") or 1.0                   # ÷ the run's copy row, as the goals (PEFT's and older rows: ÷ base)
         iq = lambda r: (f"{r['decode_over_base'] / c(r):.3f} ({r['decode_quartiles'][0] / c(r):.2f}–{r['decode_quartiles'][2] / c(r):.2f})"
                         if r and r.get("decode_quartiles", [None])[0] else f(r, "decode_over_base"))
-        print(f"{v:18s}{f(a, 'floor'):>7s}{iq(a):>19s}{iq(mg):>19s}{iq(b):>19s}{f(a, 'prefill_over_base'):>12s}{f(mg, 'prefill_over_base'):>8s}{f(b, 'prefill_over_base'):>8s}")
+        print(f"{v:18s}{f(a, 'floor'):>7s}{iq(a):>19s}{iq(mg):>19s}{iq(b):>19s}{f(a, 'prefill_over_base'):>12s}{f(mg, 'prefill_over_base'):>8s}{f(b, 'prefill_over_base'):>8s}{fmt((mg or {}).get('merge_ms'), 0):>10s}")
     for k, e in d["failed"].items(): print(f"  {k}: FAILED {e}")
 
 # ------------------------------------------------------------------ report

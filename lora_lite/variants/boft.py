@@ -95,12 +95,12 @@ class BOFT(Variant):
         (n, b), d = self.nb, self.d_in
         return [(p, torch.argsort(p)) for p in (butterfly_perm(d, n, b, i).to(self.K.device) for i in range(1, self.K.shape[0]))]
 
-    def rotate(self, x, R) -> torch.Tensor:
-        "x M = x B_{m-1}⋯B_0, each B_i = P_i diag(R_i) P_iᵀ applied as gather, block product, gather."
+    def rotate(self, x, R, transposed=False) -> torch.Tensor:
+        "x M = x B_{m-1}⋯B_0 (`transposed`: x Mᵀ = x B_0ᵀ⋯B_{m-1}ᵀ), each B_i = P_i diag(R_i) P_iᵀ applied as gather, block product, gather."
         perms = cached(self, "perms", self.perms)
-        for i in reversed(range(R.shape[0])):
+        for i in (range(R.shape[0]) if transposed else reversed(range(R.shape[0]))):
             if i: x = x[..., perms[i - 1][1]]                                    # x P_i
-            x = block_rotate(x, R[i])                                            # blocks x_k R_ik
+            x = block_rotate(x, R[i].mT if transposed else R[i])                 # blocks x_k R_ik (or R_ikᵀ)
             if i: x = x[..., perms[i - 1][0]]                                    # · P_iᵀ
         return x
 
@@ -126,9 +126,9 @@ class BOFT(Variant):
         return ((y.to(s.dtype) - b) * s + b).to(y.dtype)                         # decoding: s ⊙ y + (1 − s) ⊙ b, one op
 
     def delta_weight(self, module):
-        M = self.rotate(torch.eye(self.d_in, dtype=self.K.dtype, device=self.K.device), self.rotation()).float()   # rows e_i M
-        W = dense_weight(module)
-        return self.s.float()[:, None] * (W @ M.T) - W                           # diag(s) W Mᵀ − W
+        "diag(s) W Mᵀ − W: W's rows through the factors transposed, in reverse order (M itself, d_in × d_in, never formed)."
+        W = dense_weight(module).float()
+        return self.s.float()[:, None] * self.rotate(W, self.rotation().float(), transposed=True) - W
 
     @classmethod
     def peft_export(cls, cfg, layers, modules):

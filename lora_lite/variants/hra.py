@@ -96,9 +96,11 @@ class HRA(Variant):
     def decode_reads(self) -> int: return self.U.numel() + (0 if self.cfg.apply_GS else self.r ** 2)   # U (or Q) once, and T
 
     def delta_weight(self, module):
-        Ht = self(torch.eye(self.d_in, dtype=self.U.dtype, device=self.U.device)).float()   # rows of I reflected: Hᵀ
-        W = dense_weight(module)
-        return W @ Ht.T - W                                        # W (H_0⋯H_{r-1} − I), (d_out, d_in)
+        "W (H_0⋯H_{r-1} − I) = −((W Uᵀ) T) U by the WY form (GS: −2 (W Q) Qᵀ): rank-r products, no d_in × d_in matrix."
+        W = dense_weight(module).float()
+        if self.cfg.apply_GS: Q = self.gs_Q().float(); return -2 * (W @ Q) @ Q.T
+        U = self.U.float()
+        return -((W @ U.T) @ self.wy_T().float()) @ U              # (d_out, d_in)
 
     @classmethod
     def peft_export(cls, cfg, layers, modules):                    # PEFT stores hra_u as (d_in, r)

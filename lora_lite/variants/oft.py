@@ -125,9 +125,9 @@ class OFT(Variant):
         return block_rotate(x, cached(self, "R", self.rotation, reads=(self.q,)))     # block k: x_k R_k, fed to the base layer
 
     def delta_weight(self, module):
-        M = self(torch.eye(self.d_in, dtype=self.q.dtype, device=self.q.device)).float()   # rows e_i M: M = diag(R_k)
-        W = dense_weight(module)
-        return W @ M.T - W                                                             # W (Mᵀ − I), (d_out, d_in)
+        "W (Mᵀ − I), M = diag(R_k): row o of W M^T is block k of W_o times R_kᵀ, one block product (no d_in × d_in M)."
+        W = dense_weight(module).float()
+        return block_rotate(W, self.rotation().float().mT) - W                         # (d_out, d_in)
 
     @classmethod
     def peft_export(cls, cfg, layers, modules):

@@ -95,12 +95,18 @@ class Road(Variant):
         I = torch.eye(self.d_out, dtype=self.theta.dtype, device=self.theta.device)
         return self(None, I).T.float()                                 # rows e_j ↦ (R e_j)ᵀ
 
-    def delta_weight(self, module): return (self.matrix() - torch.eye(self.d_out, device=self.theta.device)) @ dense_weight(module)
+    def rotate(self, Y:torch.Tensor) -> torch.Tensor:
+        "R Y − Y for Y (d_out, k) fp32: the hook's c₁⊙y + c̃₂⊙swap(y) along Y's rows, viewed (G, 2, h, k); no d_out × d_out R."
+        c1, c2 = (c.float()[..., None] for c in self.coefficients())  # (G, 2, h, 1) each
+        Ys = Y.reshape(*c1.shape[:3], -1)                              # (G, 2, h, k): a view
+        return (Ys * c1).add_(Ys.flip(1) * c2).view_as(Y) - Y
+
+    def delta_weight(self, module): return self.rotate(dense_weight(module).float())   # (R − I) W, (d_out, d_in)
 
     def delta_bias(self, module):
         "The bias is rotated too: R b − b."
         b = getattr(module, "bias", None)
-        return None if b is None else (self.matrix() - torch.eye(self.d_out, device=b.device)) @ b.float()
+        return None if b is None else self.rotate(b.float()[:, None])[:, 0]
 
     @classmethod
     def peft_export(cls, cfg, layers, modules):
