@@ -83,9 +83,9 @@ class WaveFT(FourierFT):
         set_positions(layers, lambda l: wave_positions(l.cfg.random_loc_seed, l.r, l.d_in, l.d_out, l.cfg.use_idwt))
         for l in layers.values(): l.spectrum.zero_() if l.cfg.init_weights else l.spectrum.copy_(0.01 * torch.randn(l.r))
 
-    def entries(self) -> tuple:
-        "ΔW's entries (rows, cols, vals), repeats unsummed: each coefficient a signed 2×2 block (synthesis on both sides)."
-        (r, c), v = self.idx, self.spectrum.detach().float() * self.scale
+    def entries(self, v=None) -> tuple:
+        "ΔW's entries (rows, cols, vals), repeats unsummed: each coefficient a signed 2×2 block (synthesis on both sides); `v`: α c (default detached)."
+        (r, c), v = self.idx, (self.spectrum.detach().float() * self.scale if v is None else v)
         if not self.cfg.use_idwt: return r, c, v                                 # ΔW = α C
         H2, W2 = self.H // 2, self.W // 2
         i, j, sr, sc = 2 * (r % H2), 2 * (c % W2), 1 - 2 * (r >= H2).float(), 1 - 2 * (c >= W2).float()   # high band: − on the odd row/col
@@ -113,10 +113,9 @@ class WaveFT(FourierFT):
         return (y + d.reshape(y.shape)).to(y.dtype)
 
     def delta_weight(self, module):
-        C = torch.zeros(self.H, self.W, device=self.spectrum.device)
-        C[self.idx[0], self.idx[1]] = self.spectrum.float()
-        if self.cfg.use_idwt: C = ihaar(ihaar(C).T).T                            # M_out C M_inᵀ: synthesis on both sides
-        return self.scale * C[:self.d_out, :self.d_in]                            # (d_out, d_in)
+        "α M_out C M_inᵀ as the sum of each coefficient's signed 2×2 block (`entries`, ≤ 4n adds, differentiable), not a synthesis of the dense C."
+        r, c, v = self.entries(self.spectrum.float() * self.scale)
+        return torch.zeros(self.d_out, self.d_in, device=v.device).index_put((r, c), v, accumulate=True)   # (d_out, d_in)
 
 # %% ../../nbs/43_waveft.ipynb #730be6d0
 @torch.no_grad()
