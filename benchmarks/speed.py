@@ -690,6 +690,9 @@ def update_rows(path, rep, variants, why=None):
         keys = [k for k in rep["step_ms"] if k.split(":")[-1] in variants]
         for part in ("step_ms", "flops"):
             old.setdefault(part, {}).update({k: rep[part][k] for k in keys if k in (rep.get(part) or {})})
+        fl = old.get("flops") or {}
+        for v in mine:                                                  # a run that skipped the FLOP count keeps the file's
+            if rows[v].get("over_base_flops_predicted") is None: rows[v]["over_base_flops_predicted"] = div(fl.get(f"ll:{v}"), fl.get("base"))
     if mem:
         old.setdefault("memory_mb", {}).update(mem)
         old["meta"]["memory"] = rep["meta"].get("memory")

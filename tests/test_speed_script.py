@@ -128,3 +128,15 @@ def test_machine_names_the_cpu_and_its_caches():
     assert m["cores"] == os.cpu_count() and m["cpu"]
     if Path("/sys/devices/system/cpu/cpu0/cache/index0").is_dir():
         assert any(k.startswith("L") and k[1].isdigit() for k in m), m
+
+
+def test_a_step_update_without_flops_keeps_the_files_flop_prediction(tmp_path):
+    "`--skip flops ... --update`: the re-timed row's predicted ratio comes from the FLOP counts already in the file."
+    row = {"variant": "vera", "ll_over_peft_step": 1.0, "over_lora_step": 1.1, **speed.mem_ratios({}, "vera")}
+    old = {"meta": {}, "rows": [{**row, "ll_ms": 700.0, "over_base_flops_predicted": 1.2}], "memory_mb": {},
+           "step_ms": {"ll:vera": {"median": 700.0}}, "flops": {"base": 10, "ll:vera": 12}, "init_ratios": {}}
+    p = tmp_path / "r.json"; p.write_text(json.dumps(old))
+    rep = {"meta": {"date": "d", "repeats": 9}, "step_ms": {"ll:vera": {"median": 650.0}}, "flops": {}, "memory_mb": {},
+           "rows": [{**row, "ll_ms": 650.0, "over_base_flops_predicted": None}]}
+    vera = next(r for r in speed.update_rows(p, rep, ["vera"])["rows"] if r["variant"] == "vera")
+    assert vera["ll_ms"] == 650.0 and vera["over_base_flops_predicted"] == 1.2
