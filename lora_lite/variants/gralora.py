@@ -102,7 +102,7 @@ class Gralora(Variant):
     def delta_weight(self, module):
         k, t = self.cfg.gralora_k, self.r // self.cfg.gralora_k
         A4, B4 = self.A.unflatten(-1, (k, t)), self.B.unflatten(1, (k, t))      # (n, i, j, t), (j, n, t, o)
-        dW = torch.einsum("nijt,jnto->nijo", A4, B4).reshape(self.d_in, self.d_out).T   # block (j, n) = (A_nj B_jn)ᵀ
+        dW = torch.einsum("nijt,jnto->joni", A4, B4).reshape(self.d_out, self.d_in)     # block (j, n) = (A_nj B_jn)ᵀ, row-major
         if self.cfg.hybrid_r: dW = dW + self.B_general @ self.A_general
         return self.scale * dW                                                   # (d_out, d_in)
 
