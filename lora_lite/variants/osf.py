@@ -105,7 +105,7 @@ class Osf(Variant):
         return (y + (new - old)).to(y.dtype)
 
     def decode_reads(self): return 2 * self.r * (self.d_in + self.d_out)   # A = [S V; −S₀ V₀], B = [U U₀]; U_h / V_h only project gradients
-    def delta_weight(self, module): return (self.U * self.S) @ self.V - (self.U0 * self.S0) @ self.V0   # (d_out, d_in)
+    def delta_weight(self, module): return torch.addmm((self.U * self.S) @ self.V, self.U0 * self.S0, self.V0, alpha=-1)   # U S V − U₀ S₀ V₀ (d_out, d_in), the second product subtracted in place
 
 # %% ../../nbs/42_osf.ipynb #3c2ff649
 def _kept(pc:dict, name:str, m:int) -> int:
