@@ -411,9 +411,11 @@ def decode_attach(key, base, calib, args):
     """A copy of `base` with configuration `key` ('base', 'll:<variant>', 'peft:<variant>') attached, in eval mode. lora_lite
     never writes a base weight, so its copies share `base`'s parameters (one copy of the weights for every lora_lite row);
     the base row and PEFT's rows get their own. Not one copy for all: this model's 140 MB of weights fit the 260 MB L3 of
-    the machine that ran 2026-12-04's runs (each run's machine is in its meta), so a base row sharing them ran L3-hot while a row that adds tensors spilled, and the ratios measured the cache's
-    size, not traffic (tried 2026-12-04: full-rank methods went from their floors to ~1.05 × them). With two copies each
-    token pair streams 280 MB and both rows read from memory, as decoding a real model (GBs of weights) does."""
+    the machine that ran 2026-12-04's runs (each run's machine is in its meta), so a base row sharing them ran L3-hot
+    while a row that adds tensors spilled, and the ratios measured the cache's size, not traffic (tried 2026-12-04:
+    full-rank methods went from their floors to ~1.05 × them). With two copies each token pair streams 280 MB and both
+    rows read from memory, as decoding a real model (GBs of weights) does (on a machine whose L3 holds both copies, as
+    the 480 MB one of 2026-12-04's second session, they don't: compare runs only with their machine)."""
     if key == "base": return copy.deepcopy(base)
     if key == "copy": return base                                       # the control: lora_lite's copy of the weights, no adapter
     lib, v = key.split(":")
