@@ -199,3 +199,28 @@ def test_merged_runs_exactly_the_base_models_ops(name):
     assert len(inside) == len(base), f"{name}: {len(inside)} tensor ops inside merged, the base model runs {len(base)}"
     diff = next((i for i, (a, b) in enumerate(zip(inside, base)) if a != b), None)
     assert diff is None, f"{name}: op {diff} inside merged is {inside[diff]}, the base model's is {base[diff]}"
+
+
+# configs past each variant's `example`, on the forms `delta_weight` builds without a d × d matrix
+BEYOND_EXAMPLE = [("road", dict(road_variant=v, group_size=4)) for v in ("road_1", "road_2", "road_4")] + [
+    ("oft", dict(oft_block_size=4, block_share=True)), ("oft", dict(oft_block_size=8, coft=True, eps=0.5)),
+    ("oft", dict(oft_block_size=4, use_cayley_neumann=False)), ("boft", dict(boft_block_size=4, boft_n_butterfly_factor=2)),
+    ("boft", dict(boft_block_size=4, boft_n_butterfly_factor=3)), ("hra", dict(r=4)), ("hra", dict(r=3, apply_GS=True)),
+    ("waveft", dict(n_frequency=60)), ("waveft", dict(n_frequency=60, use_idwt=False)), ("gralora", dict(r=8, gralora_k=2, hybrid_r=2))]
+
+
+@pytest.mark.parametrize("name,kw", BEYOND_EXAMPLE, ids=str)
+@pytest.mark.parametrize("d_in,d_out", [(32, 24), (32, 23)], ids=str)
+def test_delta_weight_is_the_hooked_layers_linear_part(name, kw, d_in, d_out):
+    "ΔW = (f(I) − f(0))ᵀ − W for the hooked layer f (affine in x, its bias cancels): what `merged` and `save_merged` add to W."
+    if name in ("road", "gralora") and d_out % 4: pytest.skip("needs an output width its groups divide")
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(d_in, d_out))
+    ll.attach(m, ll.get_config(name, target_names=("0",), **kw))
+    perturb_adapter(m, std=0.2); m.eval()
+    with torch.no_grad():
+        ref = (m(torch.eye(d_in)) - m(torch.zeros(1, d_in))).T - m[0].weight
+        d = ll.adapter_layers(m)["0"].delta_weight(m[0])
+    assert ref.abs().max() > 1e-3, f"{name} {kw}: the perturbed adapter is still the identity; the test would be vacuous"
+    assert d.shape == (d_out, d_in) and d.is_contiguous(), f"{name} {kw}: ΔW {tuple(d.shape)}, contiguous={d.is_contiguous()}"
+    torch.testing.assert_close(d, ref, atol=2e-5, rtol=1e-4, msg=lambda s: f"{name} {kw}: {s}")
