@@ -140,3 +140,7 @@ def test_a_step_update_without_flops_keeps_the_files_flop_prediction(tmp_path):
            "rows": [{**row, "ll_ms": 650.0, "over_base_flops_predicted": None}]}
     vera = next(r for r in speed.update_rows(p, rep, ["vera"])["rows"] if r["variant"] == "vera")
     assert vera["ll_ms"] == 650.0 and vera["over_base_flops_predicted"] == 1.2
+
+
+def test_cache_sizes_read_as_bytes():
+    assert speed.cache_bytes("491520K") == 480 * 2**20 and speed.cache_bytes("2M") == 2**21 and speed.cache_bytes("") == 0
