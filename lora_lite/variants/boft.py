@@ -70,23 +70,18 @@ def cayley_exact(K:torch.Tensor) -> torch.Tensor:
 class BOFT(Variant):
     "Butterfly orthogonal rotation of the input (pre-hook) and a gain per output (output hook)."
     config_cls = BOFTConfig
-    has_rank = False
-    hook = "both"
+    has_rank, hook = False, "both"
     paper = ("2311.06243", "BOFT: Parameter-Efficient Orthogonal Finetuning via Butterfly Factorization")
     bench = {"lr": 1e-4}                            # PEFT's MetaMathQA experiment: default BOFTConfig (b=4, m=1)
-    results = {"PEFT · Llama-3.2-3B": 34.3}
-    peft_type = "BOFT"
+    results, peft_type = {"PEFT · Llama-3.2-3B": 34.3}, "BOFT"
     example = dict(boft_block_size=8)   # a config that fits the 64-wide test models
 
     nb = property(lambda self: boft_layout(self.cfg, self.d_in), doc="(n blocks, b block size) of this layer.")
-    def param_shapes(self):
-        n, b = self.nb
-        return {"K": (self.cfg.boft_n_butterfly_factor, n, b, b), "s": (self.d_out,)}
+    def param_shapes(self): return {"K": (self.cfg.boft_n_butterfly_factor, *self.nb, self.nb[1]), "s": (self.d_out,)}   # K (m, n, b, b)
 
     @classmethod
     def check_layer(cls, cfg, d_in, d_out, name): boft_layout(cfg, d_in, name)
     def bind(self, module): object.__setattr__(self, "_base", module)   # plain reference: not a child, not saved
-
     def init(self, module): nn.init.zeros_(self.K); nn.init.ones_(self.s)   # R = I, s = 1: the base model
 
     def rotation(self) -> torch.Tensor: return cayley_exact(self.K)         # (m, n, b, b)
@@ -111,9 +106,16 @@ class BOFT(Variant):
         mask[torch.randint(m, ()), torch.randperm(n, device=R.device)[:int(self.cfg.boft_dropout * n)]] = 1
         return (1 - mask) * R + mask * torch.eye(b, dtype=R.dtype, device=R.device)
 
+    def block_matrix(self) -> torch.Tensor:
+        "M's diagonal blocks (d_in/c, c, c), c = b·2^(m−1): the factors mix features only within chunks of c, so x M is one block product."
+        c = self.nb[1] << (self.K.shape[0] - 1)
+        I = torch.eye(c, dtype=self.K.dtype, device=self.K.device).repeat(1, self.d_in // c)   # row j: e_j in every chunk
+        return self.rotate(I, self.rotation()).view(c, -1, c).transpose(0, 1).contiguous()  # [k, j, l] = (M_k)_jl
+    def decode_reads(self): return self.d_in * (self.nb[1] << (self.K.shape[0] - 1)) + self.d_out   # M's blocks and s
+
     def forward_input(self, x):
-        "The pre-hook: x ↦ x M (the base layer then computes (x M) Wᵀ + b); decoding with m = 1: a view, one `bmm`, a view."
-        if decoding(self) and self.K.shape[0] == 1: return block_rotate(x, cached(self, "R0", lambda: self.rotation()[0], reads=(self.K,)))
+        "The pre-hook: x ↦ x M (the base layer then computes (x M) Wᵀ + b); decoding: a view, one `bmm` with M's blocks, a view."
+        if decoding(self): return block_rotate(x, cached(self, "M", self.block_matrix, reads=(self.K,)))
         R = cached(self, "R", self.rotation)                                     # (m, n, b, b)
         if self.training and self.cfg.boft_dropout > 0: R = self.dropout(R)
         return self.rotate(x.to(R.dtype), R).to(x.dtype)
@@ -134,9 +136,7 @@ class BOFT(Variant):
     def peft_export(cls, cfg, layers, modules):
         fields = dict(peft_type="BOFT", boft_block_size=cfg.boft_block_size, boft_block_num=cfg.boft_block_num,
                       boft_n_butterfly_factor=cfg.boft_n_butterfly_factor, boft_dropout=cfg.boft_dropout, bias="none")
-        t = {}
-        for n, l in layers.items(): t[peft_key(n, "boft_R")], t[peft_key(n, "boft_s")] = l.K.detach(), l.s.detach()[:, None]
-        return fields, t
+        return fields, {k: v for n, l in layers.items() for k, v in ((peft_key(n, "boft_R"), l.K.detach()), (peft_key(n, "boft_s"), l.s.detach()[:, None]))}
 
     @classmethod
     def peft_import(cls, pc, dims, tensors, dtype):
