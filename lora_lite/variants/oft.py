@@ -56,7 +56,7 @@ def _triu(b:int, device:torch.device) -> torch.Tensor:
 def block_rotate(x:torch.Tensor, R:torch.Tensor) -> torch.Tensor:
     "Block k of x times R_k, R (n, b, b); one block (n = 1) rotates every b features. One token: a view, one `bmm`, a view."
     xs, (n, b) = (x if x.dtype == R.dtype else x.to(R.dtype)), (R.shape[0], R.shape[2])
-    xr = torch.bmm(xs.reshape(n, 1, b), R) if x.numel() == n * b else torch.bmm(xs.reshape(-1, n, b).transpose(0, 1), R).transpose(0, 1)
+    xr = torch.bmm(xs.reshape(n, -1, b), R) if n == 1 or x.numel() == n * b else torch.bmm(xs.reshape(-1, n, b).transpose(0, 1), R).transpose(0, 1)
     return xr.reshape(x.shape) if xr.dtype == x.dtype else xr.reshape(x.shape).to(x.dtype)   # (..., d_in)
 
 def skew(q:torch.Tensor, b:int) -> torch.Tensor:
