@@ -581,6 +581,9 @@ def update_decode(path, d, variants, why=None):
     code change; the ratios are paired with the base within each run, so rows of two runs compare); meta.updated says so."""
     old = json.loads(Path(path).read_text())
     dec = old["decode"]
+    if dec["meta"].get("model") != d["meta"].get("model"):
+        raise ValueError(f"--update: this run's decode model {d['meta'].get('model')} is not {path}'s {dec['meta'].get('model')}; "
+                         "ratios of different models don't mix in one table (drop --update, or --decode-blocks).")
     kinds = {k.split(":")[0] for k in d["rows"]}                      # a --no-peft run keeps the PEFT rows it didn't time
     for k in [k for k in dec["rows"] if k.split(":")[1] in variants and k.split(":")[0] in kinds]: del dec["rows"][k]
     dec["rows"].update({k: r for k, r in d["rows"].items() if k.split(":")[1] in variants})
@@ -786,6 +789,8 @@ def main(argv=None):
     p.add_argument("--decode-max", type=int, default=25, help="more rounds, up to this many, for rows whose quartiles are not yet within ±3 %%")
     p.add_argument("--peft-repeats", type=int, default=5, help="decode rounds of PEFT's rows"); p.add_argument("--prefill-repeats", type=int, default=3)
     p.add_argument("--new-tokens", type=int, default=24)
+    p.add_argument("--decode-blocks", type=int, default=None, help="blocks of the decode model (default 2); more where the L3 "
+                                                                    "holds two copies of its weights (a run apart from the results file)")
     p.add_argument("--prefill-batch", type=int, default=8); p.add_argument("--prefill-seq", type=int, default=128)
     p.add_argument("--out", default=None); p.add_argument("--mem-worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--update", default=None, help="with --only: replace those variants' step rows (with --decode-only: their decode "
@@ -800,7 +805,8 @@ def main(argv=None):
     if args.device == "cpu": torch.set_num_threads(args.threads)
     if args.mem_worker: return mem_worker(args)
     t0 = time.perf_counter()
-    partial = bool(args.only or args.skip or args.no_peft or args.no_merged or args.config != "bench")   # never overwrite the full run's file
+    if args.decode_blocks: DEC["layers"] = args.decode_blocks                # recorded in the decode meta's model
+    partial = bool(args.only or args.skip or args.no_peft or args.no_merged or args.config != "bench" or args.decode_blocks)   # never overwrite the full run's file
     out = Path(args.out or Path(__file__).parent / "results" /
                f"speed_{args.device.split(':')[0]}{'_quick' if args.quick else ''}{'_partial' if partial else ''}.json")
     if args.decode_only:

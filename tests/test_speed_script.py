@@ -1,6 +1,7 @@
 """benchmarks/speed.py's bookkeeping (no timing): a decode re-measure replaces only the rows it timed; the decode rows'
 adapters are moved off init; the exact step-memory measure (allocator events) and a memory-only re-measure's update."""
 import json, os, sys
+import pytest
 from pathlib import Path
 import torch
 import lora_lite as ll
@@ -23,6 +24,10 @@ def test_update_decode_keeps_rows_it_did_not_time(tmp_path):
     speed.update_decode(p, new, ["lora"], why="quiet-machine re-run")        # the reason given is what meta.updated records
     ups = json.loads(p.read_text())["decode"]["meta"]["updated"]
     assert ups[0]["why"].startswith("re-measured after a code change") and ups[1]["why"].startswith("quiet-machine re-run")
+    before = p.read_text()
+    with pytest.raises(ValueError, match="decode model"):                  # a --decode-blocks run: another model's ratios
+        speed.update_decode(p, {**new, "meta": {**new["meta"], "model": {"layers": 6}}}, ["lora"])
+    assert p.read_text() == before
 
 
 def test_move_off_init_changes_only_trainable_tensors():
