@@ -68,7 +68,9 @@ Method
   run, so the goals divide by the copy's ratio (`decode_over_copy`), i.e. compare each row with the same computation on
   the same weights. Each merged row also records what entering `ll.merged` once cost (`merge_ms`: W + ΔW for every
   adapted layer, CPU time), the price of each switch in a loop that generates between training steps. Each run records
-  its machine (`machine()`: CPU model, cores, cache sizes). Variants that fail to attach are listed, not fatal.
+  its machine (`machine()`: CPU model, cores, cache sizes). Where the L3 holds both copies of the 2-block model's weights
+  (it says so), `--decode-blocks 6` streams them from memory again, with quartiles of ±0.2 % (2026-12-04, 480 MB L3;
+  benchmarks/results/speed_cpu_decode6.json); such a run is a file of its own. Variants that fail to attach are listed, not fatal.
 """
 from __future__ import annotations
 import argparse, copy, gc, json, os, platform, statistics, subprocess, sys, time
