@@ -202,7 +202,7 @@ def sync(dev):
 
 def clock(args): return time.process_time if args.clock == "cpu" else time.perf_counter
 
-def cache_bytes(size:str) -> int:
+def size_bytes(size:str) -> int:
     "'491520K' (sysfs' cache size) -> bytes; 0 when it can't be read."
     units = {"K": 2**10, "M": 2**20, "G": 2**30}
     try: return int(float(size[:-1]) * units[size[-1]]) if size and size[-1] in units else int(size)
@@ -500,7 +500,8 @@ def time_decode(args):
     n_layers = {k: len(ll.adapter_layers(m)) for k, m in models.items() if k.startswith("ll:")}
     keys, now, n = list(models), clock(args), args.new_tokens
     two_copies = 2 * sum(p.numel() * p.element_size() for p in base.parameters())   # the base row's weights and the lora_lite rows'
-    l3 = cache_bytes(machine().get("L3", ""))
+    mc = machine()
+    l3 = size_bytes(mc.get("L3", ""))
     if l3 >= two_copies:                                               # see decode_attach: the rows would not stream from memory
         print(f"  note: this machine's L3 ({l3 / 2**20:.0f} MB) holds both copies of the decode model's weights ({two_copies / 2**20:.0f} MB): "
               "the rows decode from the cache, not from memory; compare these ratios only with runs on such a machine", flush=True)
@@ -573,7 +574,7 @@ def time_decode(args):
     return {"meta": {"model": DEC, "new_tokens": n, "prompt": 8, "prefill": [args.prefill_batch, args.prefill_seq],
                      "pairing": "token", "config": args.config, "configs": dict(CONFIGS), "rounds": i, "min_rounds": args.decode_repeats,
                      "peft_rounds": args.peft_repeats, "prefill_rounds": args.prefill_repeats,
-                     "threads": torch.get_num_threads(), "clock": args.clock, "machine": machine(), "l3_holds_both_copies": l3 >= two_copies, "date": time.strftime("%Y-%m-%d %H:%M")},
+                     "threads": torch.get_num_threads(), "clock": args.clock, "machine": mc, "l3_holds_both_copies": l3 >= two_copies, "date": time.strftime("%Y-%m-%d %H:%M")},
             "base": {"decode_ms_per_token": med(dt["base"]) * 1e3, "prefill_us_per_token": med(pt["base"]) * 1e6 if pt["base"] else None},
             "copy": {"decode_over_base": c, "decode_quartiles": q(rd["copy"]), "decode_rounds": len(rd["copy"])},
             "rows": rows, "failed": failed, "goals": decode_goals(rows)}

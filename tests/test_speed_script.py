@@ -148,4 +148,4 @@ def test_a_step_update_without_flops_keeps_the_files_flop_prediction(tmp_path):
 
 
 def test_cache_sizes_read_as_bytes():
-    assert speed.cache_bytes("491520K") == 480 * 2**20 and speed.cache_bytes("2M") == 2**21 and speed.cache_bytes("") == 0
+    assert speed.size_bytes("491520K") == 480 * 2**20 and speed.size_bytes("2M") == 2**21 and speed.size_bytes("") == 0
