@@ -32,7 +32,15 @@ def _reads(layer:nn.Module) -> list:
 
 # %% ../nbs/07_cache.ipynb #cfc17f29
 MAX_BYTES = 2**30                      # at most this much memory in cached values, all layers together
-_STORE = weakref.WeakKeyDictionary()   # layer -> {key: (stamp, tensors it read, value, bytes)}
+_STORE = {}            # id(layer) -> {key: (stamp, tensors it read, value, bytes)}: a plain dict, the cheapest lookup
+
+def _entries(layer:nn.Module) -> dict:
+    "`layer`'s entries in the store, made on first use with a finalizer: they go when the layer is garbage-collected."
+    entries = _STORE.get(id(layer))
+    if entries is None:
+        entries = _STORE[id(layer)] = {}
+        weakref.finalize(layer, _STORE.pop, id(layer), None).atexit = False
+    return entries
 
 def _nbytes(v) -> int:
     "Memory held by a cached value: tensors (sparse CSR: its three arrays), nested in tuples, lists or dicts."
@@ -50,31 +58,32 @@ def cache_bytes() -> int:
 def cached(layer:nn.Module, key:str, fn, reads:tuple=None):
     "`fn()` (parameter-only work of `layer`), reused until a tensor it reads (the base weight too) or a knob changes; never under autograd."
     if torch.is_grad_enabled() and grad_wanted(layer): return fn()
-    stamp = [_STEPS[0]]                                              # built in one pass: a decoded token pays this per layer
-    for t in (_reads(layer) if reads is None else reads):            # `reads`: all that `fn` reads, when that is less
-        if t.is_inference(): return fn()                             # an inference tensor keeps no version count: never cached
-        stamp += (t.data_ptr(), t._version)
+    ts = _reads(layer) if reads is None else reads                   # `reads`: all that `fn` reads, when that is less
+    try:                                                             # built in one pass: a decoded token pays this per layer
+        stamp = [_STEPS[0]]
+        for t in ts: stamp += (t.data_ptr(), t._version)
+    except RuntimeError: return fn()                                 # an inference tensor has no version count: never cached
     for k in getattr(type(layer), "knobs", ()): stamp.append(getattr(layer, k))
-    entries = _STORE.get(layer)
+    entries = _STORE.get(id(layer))
     hit = None if entries is None else entries.get(key)
-    if hit is not None and hit[0] == stamp: return hit[2]
+    if hit is not None and hit[0] == stamp: return hit[2]            # the storages it read (kept alive) at the same versions
+    if any(t.is_inference() for t in ts): return fn()                # a parameter holding inference data: the same, checked here
     with torch.inference_mode(False), torch.no_grad(): value = fn()   # a normal tensor even inside inference_mode
-    if entries is None: entries = _STORE.setdefault(layer, {})
+    entries = _entries(layer)
     entries.pop(key, None)                                           # a stale value goes before the new one is counted
     n = _nbytes(value)
-    ts = _reads(layer) if reads is None else reads
     if n + cache_bytes() <= MAX_BYTES: entries[key] = (stamp, [t.detach() for t in ts], value, n)   # keep the storages alive
     return value
 
 def cached_values(layer:nn.Module) -> dict:
     "{key: value} that `layer` holds in the cache now (what `cached` reuses while nothing changes)."
-    return {k: e[2] for k, e in _STORE.get(layer, {}).items()}
+    return {k: e[2] for k, e in _STORE.get(id(layer), {}).items()}
 
 def clear_cache(model:nn.Module) -> int:
     "Drop the cached values of every layer in `model` (or of one layer); returns the bytes freed."
     freed = 0
     for m in model.modules():
-        if (entries := _STORE.pop(m, None)) is not None: freed += sum(e[3] for e in entries.values())
+        if entries := _STORE.get(id(m)): freed += sum(e[3] for e in entries.values()); entries.clear()   # emptied: its finalizer stays
     return freed
 
 # %% ../nbs/07_cache.ipynb #a2054273
