@@ -11,6 +11,7 @@ import copy, dataclasses, math, re, warnings, weakref
 from contextlib import contextmanager
 import torch
 from torch import nn
+from torch.nn.modules import module as _tm
 from .core import AdapterConfig, Variant, variant_class
 from .shared import SHARED, SharedTensors, share_tensors
 from .weights import is_linear_like, linear_dims, _bnb4_install, _bnb4_uninstall
@@ -47,13 +48,19 @@ def find_targets(model:nn.Module, cfg:AdapterConfig) -> list:
     return hit
 
 # %% ../nbs/01_attach.ipynb #d4c20ecb
+_GF, _GP = _tm._global_forward_hooks, _tm._global_forward_pre_hooks   # torch's hooks on every module (register_module_forward_hook)
+
 def _out_hook(module, args, y):
     a = module._modules[ADAPTER]                                        # not module.ll_adapter: nn.Module.__getattr__ is slow
-    return a(args[0], y) if a.enabled else y
+    if not a.enabled: return y
+    if torch.is_grad_enabled() or a._forward_hooks or a._forward_pre_hooks or _GF or _GP: return a(args[0], y)
+    return a.forward(args[0], y)                                        # no autograd, no hook: all `a(...)` would run
 def _in_hook(module, args):
     a = module._modules[ADAPTER]
     if not a.enabled: return None                                       # None: the input is left as it is
-    return ((a.forward_input if a.hook == "both" else a)(args[0]),) + tuple(args[1:])
+    f = a.forward_input if a.hook == "both" else a                      # "both": the input half of the adapter's work
+    if f is a and not (torch.is_grad_enabled() or a._forward_hooks or a._forward_pre_hooks or _GF or _GP): f = a.forward
+    return (f(args[0]),) + tuple(args[1:])
 
 _ATTACHED = weakref.WeakSet()   # every model (root) that carries an adapter, to refuse nesting
 

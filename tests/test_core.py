@@ -46,6 +46,25 @@ def test_invariants_qwen3(qwen, ids, tmp_path):
     ll.detach(qwen); assert_unchanged(qwen, base)
 
 
+@pytest.mark.parametrize("variant", ["lora", "ia3"])        # an output hook and an input hook
+def test_hooks_on_the_adapter_run_when_decoding(variant):
+    "Without autograd the hook calls the adapter's forward directly, unless a hook on the adapter or on every module would run."
+    from torch import nn
+    lin = nn.Sequential(nn.Linear(8, 8)); x = torch.randn(2, 8)
+    ll.attach(lin, ll.get_config(variant, target_names=("0",), **({"r": 2} if variant == "lora" else {})))
+    a, calls = lin[0].ll_adapter, []
+    for p in a.parameters(): torch.nn.init.normal_(p)
+    with torch.no_grad(): y_plain = lin(x)
+    h = a.register_forward_hook(lambda m, args, out: calls.append("own"))
+    g = torch.nn.modules.module.register_module_forward_hook(lambda m, args, out: calls.append("global") if m is a else None)
+    try:
+        with torch.no_grad(): y = lin(x)
+        with torch.enable_grad(): lin(x)
+    finally: h.remove(); g.remove()
+    assert calls == ["global", "own"] * 2 and torch.equal(y, y_plain)
+    with torch.no_grad(): assert torch.equal(lin(x), y_plain) and calls == ["global", "own"] * 2   # removed: not called
+
+
 def test_base_requires_grad_flags_restored(qwen):
     qwen.model.embed_tokens.weight.requires_grad_(False)                        # a user's own freezing
     base = snapshot(qwen)
