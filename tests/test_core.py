@@ -46,7 +46,7 @@ def test_invariants_qwen3(qwen, ids, tmp_path):
     ll.detach(qwen); assert_unchanged(qwen, base)
 
 
-@pytest.mark.parametrize("variant", ["lora", "ia3"])        # an output hook and an input hook
+@pytest.mark.parametrize("variant", ["lora", "ia3_ff"])     # an output hook and an input hook
 def test_hooks_on_the_adapter_run_when_decoding(variant):
     "Without autograd the hook calls the adapter's forward directly, unless a hook on the adapter or on every module would run."
     from torch import nn
