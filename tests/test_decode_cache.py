@@ -224,3 +224,23 @@ def test_quantized_base_edit_is_seen(name, quant, ids):
             scales = m.weight.quant_state.absmax if quant == "nf4" else next(t for t in (getattr(m.weight, "SCB", None), getattr(m.state, "SCB", None)) if t is not None)
             scales.mul_(1.5)                                        # the dequantized W changes; its packed data doesn't
     assert not torch.equal(assert_fresh(model, ids), y0)
+
+
+def test_store_entries_go_with_the_layer():
+    "The cache keys layers by id: a collected layer's entries are dropped (its finalizer), clear_cache empties them in place."
+    import gc
+    from torch import nn
+    from lora_lite import cache
+    class Sq(nn.Module):
+        def __init__(self): super().__init__(); self.w = nn.Parameter(torch.ones(4))
+        def forward(self, x): return x * cache.cached(self, "w2", lambda: self.w * self.w)
+    layers = [Sq() for _ in range(3)]
+    with torch.no_grad():
+        for l in layers: l(torch.ones(4))
+    keys = [id(l) for l in layers]
+    assert all(k in cache._STORE for k in keys)
+    assert cache.clear_cache(layers[0]) == 16 and cache._STORE[keys[0]] == {}   # emptied, still registered
+    with torch.no_grad(): layers[0](torch.ones(4))
+    assert list(cache.cached_values(layers[0])) == ["w2"]
+    del layers, l; gc.collect()
+    assert not any(k in cache._STORE for k in keys)
