@@ -50,17 +50,16 @@ def find_targets(model:nn.Module, cfg:AdapterConfig) -> list:
 # %% ../nbs/01_attach.ipynb #d4c20ecb
 _GF, _GP = _tm._global_forward_hooks, _tm._global_forward_pre_hooks   # torch's hooks on every module (register_module_forward_hook)
 
+def _runner(a):
+    "`a.forward` itself when `a(...)` would run nothing else (no autograd, no hook on `a` or on every module), else `a`."
+    return a if torch.is_grad_enabled() or a._forward_hooks or a._forward_pre_hooks or _GF or _GP else a.forward
 def _out_hook(module, args, y):
     a = module._modules[ADAPTER]                                        # not module.ll_adapter: nn.Module.__getattr__ is slow
-    if not a.enabled: return y
-    if torch.is_grad_enabled() or a._forward_hooks or a._forward_pre_hooks or _GF or _GP: return a(args[0], y)
-    return a.forward(args[0], y)                                        # no autograd, no hook: all `a(...)` would run
+    return _runner(a)(args[0], y) if a.enabled else y
 def _in_hook(module, args):
     a = module._modules[ADAPTER]
     if not a.enabled: return None                                       # None: the input is left as it is
-    f = a.forward_input if a.hook == "both" else a                      # "both": the input half of the adapter's work
-    if f is a and not (torch.is_grad_enabled() or a._forward_hooks or a._forward_pre_hooks or _GF or _GP): f = a.forward
-    return (f(args[0]),) + tuple(args[1:])
+    return ((a.forward_input if a.hook == "both" else _runner(a))(args[0]),) + tuple(args[1:])
 
 _ATTACHED = weakref.WeakSet()   # every model (root) that carries an adapter, to refuse nesting
 

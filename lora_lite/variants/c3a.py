@@ -60,9 +60,9 @@ def dft_mats(b, dtype, device):
         G = torch.stack([w * C, -w * S, -w * S, -w * C], 1).flatten(0, 1)      # (c, a): (Re x, Re K̄)→Re Z, (Re, Im), (Im, Re)→Im Z, (Im, Im)→-Re Z
         return torch.stack([C, -S], 1).flatten(0, 1).T.contiguous().to(device, dtype), G.to(device, dtype)   # w: irfft counts inner frequencies twice
 
-def one_token(x, Ks, b, mats=None):
-    "`block_corr` of one token in real matmuls: x (d_in,), Ks = the layer's decode_spectrum() (f, n, 2m), mats = `dft_mats` → z (d_out,)."
-    (f, n, _), (Ft, Gt), m = Ks.shape, mats or dft_mats(b, Ks.dtype, Ks.device), Ks.shape[2] // 2   # mats: cached with Ks, no lookup
+def one_token(x, Ks, Ft, Gt):
+    "`block_corr` of one token in real matmuls: x (d_in,), Ks = the layer's decode_spectrum() (f, n, 2m), (Ft, Gt) = `dft_mats` → z (d_out,)."
+    (f, n, _), b, m = Ks.shape, Ft.shape[0], Ks.shape[2] // 2
     X = (x if x.dtype == Ks.dtype else x.to(Ks.dtype)).reshape(n, b) @ Ft      # (n, 2f): [Re, Im] of each block's rfft
     Z = torch.bmm(X.as_strided((f, 2, n), (2, 1, 2 * f)), Ks)                  # (f, 2, 2m): products (Re/Im x, Re/Im K̄)
     return (Z.as_strided((m, 4 * f), (1, m)) @ Gt).view(-1)                     # irfft: (m, 4f) (4f, b) -> (m, b) -> (d_out,)
@@ -115,7 +115,7 @@ class C3A(Variant):
             nn.init.uniform_(w, -a, a)
 
     def kernel_fft(self) -> torch.Tensor: return spectrum(self.kernel, self.d_in)   # K̄/d_in (d_out/b, d_in/b, b//2+1)
-    def decode_form(self): Ks = self.decode_spectrum(); return Ks, self.r, dft_mats(self.r, Ks.dtype, Ks.device)   # `one_token`'s arguments
+    def decode_form(self): Ks = self.decode_spectrum(); return Ks, *dft_mats(self.r, Ks.dtype, Ks.device)   # `one_token`'s tensors, cached together
     def decode_spectrum(self) -> torch.Tensor: return torch.view_as_real(self.kernel_fft()).permute(2, 1, 3, 0).flatten(2)   # K̄/d_in as real numbers (b//2+1, n, 2m): [Re | Im] over the output blocks, for `one_token`
 
     def forward(self, x, y):
