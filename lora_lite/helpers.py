@@ -44,20 +44,40 @@ def low_rank(M:torch.Tensor, r:int, name:str="") -> tuple:
 
 # %% ../nbs/04_helpers.ipynb #5e0a11d2
 def _scatter(s, row, col, shape): return s.new_zeros(shape).index_put((row, col), s)   # dense S: the values s at (row, col)
+def _mkl(z): return z.device.type == "cpu" and z.dtype in (torch.float32, torch.float64)   # where MKL's CSR products run
+def _csr(s, row, col, shape):
+    "(S as a CSR matrix with int32 indices, o): its entries stored row by row, the k-th stored value being s[o[k]]."
+    o = torch.argsort(row * shape[1] + col)
+    crow = torch.zeros(shape[0] + 1, dtype=torch.int32, device=s.device); crow[1:] = torch.bincount(row, minlength=shape[0]).cumsum(0)
+    with warnings.catch_warnings():                                         # "sparse CSR support is in beta": exact here
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col[o].int(), s[o], shape), o
+
 class SparseProduct(torch.autograd.Function):
-    "z Sᵀ (..., d_out) for z (..., d_in), S (d_out, d_in) the values s at (row, col): S built again in the backward, never kept."
+    "z Sᵀ (..., d_out) for z (..., d_in), S (d_out, d_in) the values s at distinct (row, col): S never kept, never dense on CPU."
     @staticmethod
     def forward(ctx, z, s, row, col, d_out:int):
-        "One row (a decoded token): nnz multiply-adds and no dense S; more rows: S built, one dense product."
-        ctx.save_for_backward(z, s, row, col); ctx.d_out = d_out
-        if z.numel() == z.shape[-1]: return z.new_zeros(*z.shape[:-1], d_out).index_add_(-1, row, z[..., col] * s)
-        return z @ _scatter(s, row, col, (d_out, z.shape[-1])).T
+        "One row: a gather, nnz multiply-adds; more rows: MKL's CSR product on CPU in fp32/fp64, else S built and a dense product."
+        ctx.d_out, ctx.T = d_out, _mkl(z) and z.numel() > z.shape[-1]
+        if not ctx.T:
+            ctx.save_for_backward(z, s, row, col)
+            if z.numel() == z.shape[-1]: return z.new_zeros(*z.shape[:-1], d_out).index_add_(-1, row, z[..., col] * s)
+            return z @ _scatter(s, row, col, (d_out, z.shape[-1])).T
+        zT = z.reshape(-1, z.shape[-1]).T.contiguous()                      # (d_in, n): each CSR product reads rows
+        ctx.save_for_backward(zT, s, row, col); ctx.So = _csr(s, row, col, (d_out, len(zT)))   # S and its order, for the backward
+        return (ctx.So[0] @ zT).T.view(*z.shape[:-1], d_out)                # (S zᵀ)ᵀ, a view
     @staticmethod
     def backward(ctx, g):
-        "∂z = g S (when wanted), ∂s_k = (gᵀz)[r_k, c_k]."
-        z, s, row, col = ctx.saved_tensors
-        gz = g @ _scatter(s, row, col, (ctx.d_out, z.shape[-1])) if ctx.needs_input_grad[0] else None
-        return gz, (g.reshape(-1, g.shape[-1]).T @ z.reshape(-1, z.shape[-1]))[row, col], None, None, None
+        "∂z = g S = (Sᵀgᵀ)ᵀ (when wanted); ∂s_k = (gᵀz)[r_k, c_k], on CPU only at S's entries (a sampled product)."
+        t, s, row, col = ctx.saved_tensors
+        g2, shape = g.reshape(-1, g.shape[-1]), (ctx.d_out, t.shape[0 if ctx.T else -1])
+        if not ctx.T:
+            gz = g @ _scatter(s, row, col, shape) if ctx.needs_input_grad[0] else None
+            return gz, (g2.T @ t.reshape(-1, shape[1]))[row, col], None, None, None
+        gT = g2.T.contiguous()                                               # (d_out, n)
+        gz = (_csr(s, col, row, shape[::-1])[0] @ gT).T.view(*g.shape[:-1], shape[1]) if ctx.needs_input_grad[0] else None
+        S, o = ctx.So
+        return gz, s.new_empty(s.shape).index_copy_(0, o, torch.sparse.sampled_addmm(S, gT, t.T, beta=0).values()), None, None, None
 
 # %% ../nbs/04_helpers.ipynb #9a1d3e52
 def _group_index(g, r):

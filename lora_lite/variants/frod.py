@@ -108,9 +108,9 @@ class Frod(Variant):
                              "from that V): neither can reproduce this adapter; load it on the base weights it was made from.")
         self.lam0.copy_(torch.linalg.solve(V.double(), dense_weight(module).to(V.device, torch.float64).T).norm(dim=1).float())
     def _mid(self, z):
-        "(z Sᵀ + z·(λ−λ₀)) / λ₀ for z (..., d_in) in V's basis: the trained middle factor."
-        lam, lam0, s = (t.to(z.dtype) for t in (self.lam, self.lam0, self.s))
-        return (SparseProduct.apply(z, s, *self._t("idx"), self.d_in) + z * (lam - lam0)) / lam0
+        "(z Sᵀ + z·(λ−λ₀)) / λ₀ for z (..., d_in) in V's basis: one sparse product, λ−λ₀ on S's empty diagonal, row i over λ₀ᵢ."
+        idx = torch.cat([self._t("idx"), torch.arange(self.d_in, device=z.device).expand(2, -1)], 1)   # S's positions, then the diagonal
+        return SparseProduct.apply(z, torch.cat([self.s, self.lam - self.lam0]).to(z.dtype) / self.lam0.to(z.dtype)[idx[0]], *idx, self.d_in)
     def transform(self, dt=torch.float64, eye=False):
         "A = V ((Sᵀ + diag(λ−λ₀)) / λ₀) V⁻¹ (d_in, d_in), formed in `dt`, in λ's dtype (`eye`: I + A): x ↦ x + xA."
         A = self._mid(self._t("V").to(dt)) @ self._t("Vinv").to(dt)
@@ -126,9 +126,9 @@ class Frod(Variant):
         n = x.numel() // self.d_in                                                 # tokens
         if n == 1 and decoding(self) and (IA := cached(self, "IA", self._decode_form)) is not None:   # one product, no add
             return x @ IA if x.dtype == IA.dtype else (x.to(IA.dtype) @ IA).to(x.dtype)
-        h = torch.dropout(x.to(self.lam.dtype), self.cfg.frod_dropout, self.training)
-        if n > self.d_in: return (x + h @ self.transform(h.dtype)).to(x.dtype)     # more tokens than inputs: A once
-        return (x + self._mid(h @ self._t("V")) @ self._t("Vinv")).to(x.dtype)    # 7 d_in² per token with the gradient
+        h = torch.dropout(x.to(self.lam.dtype), self.cfg.frod_dropout, self.training).reshape(-1, self.d_in)   # (n, d_in)
+        m, M = (h, self.transform(h.dtype)) if n > self.d_in else (self._mid(h @ self._t("V")), self._t("Vinv"))   # A once for many tokens
+        return torch.addmm(x.reshape(-1, self.d_in).to(h.dtype), m, M).view(x.shape).to(x.dtype)   # x + hA, or x + mid(hV) V⁻¹
     def delta_weight(self, module): return dense_weight(module).to(self.lam.dtype) @ self.transform().T   # ΔW = W Aᵀ (d_out, d_in)
 _FIELDS = ("sparse_rate", "regularization_alpha", "projection_prng_key", "save_projection", "frod_dropout")   # PEFT's names = ours
 def _peft_export(cls, cfg, layers, modules):
