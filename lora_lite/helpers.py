@@ -57,8 +57,8 @@ class SparseProduct(torch.autograd.Function):
     "z Sᵀ (..., d_out) for z (..., d_in), S (d_out, d_in) the values s at distinct (row, col): S never kept, never dense on CPU."
     @staticmethod
     def forward(ctx, z, s, row, col, d_out:int):
-        "One row: a gather, nnz multiply-adds; more rows: MKL's CSR product on CPU in fp32/fp64, else S built and a dense product."
-        ctx.d_out, ctx.T = d_out, _mkl(z) and z.numel() > z.shape[-1]
+        "One row: a gather, nnz multiply-adds; more rows: MKL's CSR product (CPU, fp32/fp64, S sparse enough), else S built, a dense product."
+        ctx.d_out, ctx.T = d_out, _mkl(z) and z.numel() > z.shape[-1] and 16 * len(s) <= d_out * z.shape[-1]   # ≤ 1/16 of S's entries
         if not ctx.T:
             ctx.save_for_backward(z, s, row, col)
             if z.numel() == z.shape[-1]: return z.new_zeros(*z.shape[:-1], d_out).index_add_(-1, row, z[..., col] * s)
