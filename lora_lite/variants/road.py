@@ -86,8 +86,10 @@ class Road(Variant):
             z = (ys * c1).add_(ys.index_select(-2, s).mul_(c2))         # c₁⊙y + c̃₂⊙swap(y): the training form's products and sum
             return z.view(y.shape) if z.dtype == y.dtype else z.view(y.shape).to(y.dtype)   # a bf16 base: mixed in fp32, as in training
         c1, c2 = cached(self, "c", self.coefficients)                  # (G, 2, h) each
-        ys = y.to(c1.dtype).unflatten(-1, tuple(c1.shape))             # (..., G, 2, h)
-        return (c1 * ys + c2 * ys.flip(-2)).flatten(-3).to(y.dtype)    # swap halves, scale, add
+        return self.mix(y.to(c1.dtype).unflatten(-1, tuple(c1.shape)), c1, c2).flatten(-3).to(y.dtype)   # on (..., G, 2, h)
+
+    @staticmethod
+    def mix(ys, c1, c2): return c1 * ys + c2 * ys.flip(-2)             # c₁⊙y + c̃₂⊙swap(y) on ys's last 3 axes (G, 2, h)
 
     @torch.no_grad()
     def matrix(self) -> torch.Tensor:
@@ -96,10 +98,9 @@ class Road(Variant):
         return self(None, I).T.float()                                 # rows e_j ↦ (R e_j)ᵀ
 
     def rotate(self, Y:torch.Tensor) -> torch.Tensor:
-        "R Y − Y for Y (d_out, k) fp32: the hook's c₁⊙y + c̃₂⊙swap(y) along Y's rows, viewed (G, 2, h, k); no d_out × d_out R."
-        c1, c2 = (c.float()[..., None] for c in self.coefficients())  # (G, 2, h, 1) each
-        Ys = Y.reshape(*c1.shape[:3], -1)                              # (G, 2, h, k): a view
-        return (Ys * c1).add_(Ys.flip(1) * c2).view_as(Y) - Y
+        "R Y − Y for Y (d_out, k) fp32: the hook's `mix` on the rows of Yᵀ, as (R Y)ᵀ = Yᵀ Rᵀ; no d_out × d_out R."
+        c1, c2 = (c.float() for c in self.coefficients())               # (G, 2, h) each
+        return self.mix(Y.T.unflatten(-1, tuple(c1.shape)), c1, c2).flatten(-3).T - Y   # Yᵀ viewed (k, G, 2, h), no copy
 
     def delta_weight(self, module): return self.rotate(dense_weight(module).float())   # (R − I) W, (d_out, d_in)
 
