@@ -10,7 +10,7 @@ from typing import ClassVar, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight, cached, grad_wanted, decoding, lowrank_update, check_int, check_float, check_bool
+from ..core import AdapterConfig, Variant, register, dense_weight, grad_wanted, lowrank_update, check_int, check_float, check_bool
 from ..helpers import check_rank, top_svd, peft_key
 from .oft import skew, cayley
 
@@ -109,10 +109,9 @@ class Psoft(Variant):
         return self.scale * (self.rotation() - torch.eye(self.r, dtype=self.B.dtype, device=self.B.device))
 
     def forward(self, x, y):
-        if decoding(self): return lowrank_update(self, x, y, lambda: (self.A.T.contiguous(), (self.B @ self.kernel()).T.contiguous()), "AM")   # 3 ops
-        xa = F.dropout(x.to(self.A.dtype), self.cfg.psoft_dropout, self.training) @ self.A.T   # (..., r)
-        if grad_wanted(self): return (y + (xa @ self.kernel().T) @ self.B.T).to(y.dtype)     # training: autograd keeps xa, K
-        return (y + xa @ cached(self, "M", lambda: self.B @ self.kernel()).T).to(y.dtype)  # no gradient in train mode: M = BK once per change
+        h = F.dropout(x.to(self.A.dtype), self.cfg.psoft_dropout, True) if self.training and self.cfg.psoft_dropout else x
+        if not grad_wanted(self): return lowrank_update(self, h, y, lambda: (self.A.T.contiguous(), (self.B @ self.kernel()).T.contiguous()), "AM")   # 3 ops
+        return (y + ((h.to(self.A.dtype) @ self.A.T) @ self.kernel().T) @ self.B.T).to(y.dtype)   # training: autograd keeps xAᵀ, K
 
     def delta_weight(self, module): return self.B @ self.kernel() @ self.A      # (d_out, d_in)
 

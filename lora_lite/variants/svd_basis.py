@@ -5,7 +5,7 @@
 # %% ../../nbs/19_svd_basis.ipynb #a9b77f19
 from __future__ import annotations
 import torch.nn.functional as F
-from ..core import Variant, dense_weight, cached, decoding, lowrank_update
+from ..core import Variant, dense_weight, grad_wanted, lowrank_update
 from ..helpers import check_rank, top_svd
 
 # %% auto #0
@@ -31,6 +31,6 @@ class SVDBasis(Variant):
     def decode_factors(self) -> tuple: return tuple(M.T.contiguous() for M in self.factors())   # (A_fᵀ, B_fᵀ) row-major
 
     def forward(self, x, y):
-        if decoding(self): return lowrank_update(self, x, y, self.decode_factors, "decode")   # eval, no grad: 3 ops
-        A, B = cached(self, "factors", self.factors)            # parameter-only: reused in a no-grad forward
+        if not grad_wanted(self): return lowrank_update(self, x, y, self.decode_factors, "decode")   # no gradient: 3 ops, one cached pair
+        A, B = self.factors()                                   # training: autograd through the factors
         return (y + F.linear(F.linear(x.to(A.dtype), A), B)).to(y.dtype)   # (..., d_out)  (x A_fᵀ) B_fᵀ
