@@ -145,3 +145,20 @@ def test_decode_over_cache_budget(monkeypatch):
     assert sums == []                                               # no sum over every cache entry per layer per token
     d = layers[0].d_in
     assert [l.decode_reads() for l in layers] == [d * d] + [2 * d * d + 2 * d + 3 * l.s.numel() for l in layers[1:]]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)   # fp32: MKL's CSR products; bf16: S built dense
+def test_middle_factor_gradients(dtype):
+    "The middle factor as one sparse product (λ−λ₀ on S's diagonal, rows over λ₀) has the element-wise form's value and gradients."
+    torch.manual_seed(0)
+    m = realistic_qwen3(n_layers=2); ll.attach(m, FrodConfig(sparse_rate=0.02, dtype=dtype))
+    l = ll.adapter_layers(m)["model.layers.0.self_attn.q_proj"]
+    with torch.no_grad(): l.lam.mul_(1 + 0.1 * torch.randn_like(l.lam)); l.s.normal_(std=0.05)
+    z, g = torch.randn(3, 40, l.d_in, dtype=dtype, requires_grad=True), torch.randn(3, 40, l.d_in, dtype=dtype)
+    S = torch.zeros(l.d_in, l.d_in, dtype=dtype).index_put(tuple(l._t("idx")), l.s)
+    want = (z @ S.T + z * (l.lam - l.lam0.to(dtype))) / l.lam0.to(dtype)
+    got = l._mid(z)
+    tol = 1e-5 if dtype == torch.float32 else 5e-2
+    torch.testing.assert_close(got, want, atol=tol, rtol=tol)
+    for a, b in zip(torch.autograd.grad(got, (z, l.lam, l.s), g), torch.autograd.grad(want, (z, l.lam, l.s), g)):
+        torch.testing.assert_close(a, b, atol=tol * 10, rtol=tol)
