@@ -92,6 +92,8 @@ class SHiRA(Variant):
         if x.numel() // self.d_in * self.n <= self.d_in * self.d_out:            # few tokens: gather, O(T·n)
             rows, cols = self.idx // self.d_in, self.idx % self.d_in
             d = x.new_zeros(*x.shape[:-1], self.d_out).index_add_(-1, rows, x[..., cols] * self.w)
+        elif grad_wanted(self) and type(b := self.__dict__.get("_base")) is torch.nn.Linear and b.weight.dtype == x.dtype:   # training, a plain base:
+            return F.linear(x, b.weight + self.dense(), b.bias).to(y.dtype)     # PEFT's one product with W + ΔW; y unused, so its backward never runs
         else: d = F.linear(x, cached(self, "dW", self.dense))                   # many tokens: dense ΔW
         return (y + d).to(y.dtype)
 
