@@ -10,7 +10,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from ..core import AdapterConfig, Variant, register, check_int, check_bool, cached, grad_wanted
-from ..helpers import peft_key, csr32, csr_reads
+from ..helpers import peft_key, csr32, csr_reads, dense_update
 
 # %% auto #0
 __all__ = ['FourierFTConfig', 'fourier_positions', 'set_positions', 'FourierFT']
@@ -101,9 +101,7 @@ class FourierFT(Variant):
 
     def forward(self, x, y):
         T = x.numel() // self.d_in
-        if grad_wanted(self):                                                    # training: one dense product (backward too)
-            dW = cached(self, "delta_weight", lambda: self.delta_weight(None))     # (d_out, d_in); fresh under autograd
-            return (y + F.linear(x.float(), dW)).to(y.dtype)
+        if grad_wanted(self): return dense_update(self.__dict__.get("_base"), x, y, self.delta_weight(None))   # training: PEFT's x(W + ΔW)ᵀ + b
         R = cached(self, "half_map", self.half_map, reads=(self.spectrum, self.idx))    # (2h_out, 2h_in) sparse
         if T == 1:                                                               # one token: 7 tensor ops
             X = torch.fft.rfft(x.reshape(-1) if x.dtype == torch.float32 else x.reshape(-1).float())   # (h_in,) complex
