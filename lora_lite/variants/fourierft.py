@@ -8,7 +8,6 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 import torch
-import torch.nn.functional as F
 from ..core import AdapterConfig, Variant, register, check_int, check_bool, cached, grad_wanted
 from ..helpers import peft_key, csr32, csr_reads, dense_update
 
