@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from .helpers import low_rank, lora_to_peft
 from .weights import is_linear_like, linear_dims, dense_weight  # noqa: F401 (re-exported: variants import them from core)
-from .cache import cached, cached_T, grad_wanted, clear_cache, decoding, lowrank_update  # noqa: F401
+from .cache import cached, cached_T, grad_wanted, clear_cache, decoding, lowrank_update, dense_update  # noqa: F401
 
 # %% ../nbs/00_core.ipynb #b2fa117c
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}

@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Optional
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['check_rank', 'init_lora', 'top_svd', 'low_rank', 'SparseProduct', 'group_mix', 'GroupMix', 'csr32', 'csr_reads',
-           'dense_update', 'peft_key', 'lora_to_peft', 'peft_matches', 'atomic_write', 'tiny_qwen3', 'hub_file']
+           'peft_key', 'lora_to_peft', 'peft_matches', 'atomic_write', 'tiny_qwen3', 'hub_file']
 
 # %% ../nbs/04_helpers.ipynb #fd28c89e
 def check_rank(cfg, r:int, d_in:int, d_out:int, name:str):
@@ -119,14 +118,6 @@ def csr32(rows:torch.Tensor, cols:torch.Tensor, vals:torch.Tensor, shape:tuple) 
 def csr_reads(rows:torch.Tensor, cols:torch.Tensor, shape:tuple) -> int:
     "Numbers one CSR product reads for the entries at (rows, cols): each distinct entry's value and column, the row offsets."
     return 2 * torch.unique(rows * shape[1] + cols).numel() + shape[0] + 1
-
-# %% ../nbs/04_helpers.ipynb #ac3df5c3
-def dense_update(base:nn.Module, x:torch.Tensor, y:torch.Tensor, dW:torch.Tensor) -> torch.Tensor:
-    "y + x ΔWᵀ (..., d_out): on a plain `nn.Linear` base in ΔW's dtype, x(W + ΔW)ᵀ + b with y unused (no backward through the base product)."
-    x = x.to(dW.dtype)
-    if type(base) is nn.Linear and base.weight.dtype == dW.dtype: return F.linear(x, base.weight + dW, base.bias).to(y.dtype)
-    return (y + F.linear(x, dW)).to(y.dtype)
-
 
 # %% ../nbs/04_helpers.ipynb #5d294020
 def peft_key(name:str, tensor:str) -> str:

@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 import torch
-from ..core import AdapterConfig, Variant, register, check_int, check_bool, cached, grad_wanted
-from ..helpers import peft_key, csr32, csr_reads, dense_update
+from ..core import AdapterConfig, Variant, register, check_int, check_bool, cached, grad_wanted, dense_update
+from ..helpers import peft_key, csr32, csr_reads
 
 # %% auto #0
 __all__ = ['FourierFTConfig', 'fourier_positions', 'set_positions', 'FourierFT']
@@ -100,7 +100,7 @@ class FourierFT(Variant):
 
     def forward(self, x, y):
         T = x.numel() // self.d_in
-        if grad_wanted(self): return dense_update(self.__dict__.get("_base"), x, y, self.delta_weight(None))   # training: PEFT's x(W + ΔW)ᵀ + b
+        if grad_wanted(self): return dense_update(self, x, y, self.delta_weight(None))   # training: PEFT's x(W + ΔW)ᵀ + b
         R = cached(self, "half_map", self.half_map, reads=(self.spectrum, self.idx))    # (2h_out, 2h_in) sparse
         if T == 1:                                                               # one token: 7 tensor ops
             X = torch.fft.rfft(x.reshape(-1) if x.dtype == torch.float32 else x.reshape(-1).float())   # (h_in,) complex

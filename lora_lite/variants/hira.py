@@ -10,8 +10,8 @@ from typing import ClassVar, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight, cached, grad_wanted, check_float
-from ..helpers import peft_key, dense_update
+from ..core import AdapterConfig, Variant, register, dense_weight, cached, grad_wanted, check_float, dense_update
+from ..helpers import peft_key
 
 # %% auto #0
 __all__ = ['HiRAConfig', 'HiRA']
@@ -61,7 +61,7 @@ class HiRA(Variant):
 
     def forward(self, x, y):
         if grad_wanted(self) and not (self.training and self.cfg.hira_dropout):   # training: PEFT's x(W + ΔW)ᵀ + b
-            return dense_update(self.__dict__.get("_base"), x, y, self.hadamard())
+            return dense_update(self, x, y, self.hadamard())
         dW = cached(self, "dW", self.hadamard)                    # (d_out, d_in); kept between decode steps
         x = F.dropout(x.to(self.A.dtype), self.cfg.hira_dropout, self.training)
         return (y + F.linear(x, dW)).to(y.dtype)                 # (..., d_out)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import ClassVar, Optional
 import torch
 import torch.nn.functional as F
-from ..core import AdapterConfig, Variant, register, cached, grad_wanted, check_bool
-from ..helpers import peft_key, csr32, dense_update
+from ..core import AdapterConfig, Variant, register, cached, grad_wanted, check_bool, dense_update
+from ..helpers import peft_key, csr32
 
 # %% auto #0
 __all__ = ['SHiRAConfig', 'shira_positions', 'SHiRA']
@@ -92,7 +92,7 @@ class SHiRA(Variant):
         if x.numel() // self.d_in * self.n <= self.d_in * self.d_out:            # few tokens: gather, O(T·n)
             rows, cols = self.idx // self.d_in, self.idx % self.d_in
             d = x.new_zeros(*x.shape[:-1], self.d_out).index_add_(-1, rows, x[..., cols] * self.w)
-        elif grad_wanted(self): return dense_update(self.__dict__.get("_base"), x, y, self.dense())   # training: PEFT's x(W + ΔW)ᵀ + b
+        elif grad_wanted(self): return dense_update(self, x, y, self.dense())   # training: PEFT's x(W + ΔW)ᵀ + b
         else: d = F.linear(x, cached(self, "dW", self.dense))                   # many tokens: dense ΔW
         return (y + d).to(y.dtype)
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 import torch
 import torch.nn.functional as F
-from ..core import AdapterConfig, register, check_int, check_bool, cached, grad_wanted
-from ..helpers import peft_key, csr32, csr_reads, dense_update
+from ..core import AdapterConfig, register, check_int, check_bool, cached, grad_wanted, dense_update
+from ..helpers import peft_key, csr32, csr_reads
 from .fourierft import FourierFT, fourier_positions, set_positions
 
 # %% auto #0
@@ -103,7 +103,7 @@ class WaveFT(FourierFT):
                 return out if out.dtype == y.dtype else out.to(y.dtype)
             d = S @ x.reshape(-1, self.d_in).float().T                           # (d_out, T)
             return (y + d.T.reshape(y.shape)).to(y.dtype)
-        if self.d_in * self.d_out <= DENSE_BELOW * self.r: return dense_update(self.__dict__.get("_base"), x, y, self.delta_weight(None))   # x(W + ΔW)ᵀ + b
+        if self.d_in * self.d_out <= DENSE_BELOW * self.r: return dense_update(self, x, y, self.delta_weight(None))   # x(W + ΔW)ᵀ + b
         c = self.spectrum.float() * self.scale                                   # (n,)
         xt = F.pad(x.reshape(-1, self.d_in).float(), (0, self.W - self.d_in))     # (T, W): a zero column if d_in is odd
         xh = (haar(xt) if self.cfg.use_idwt else xt).T.contiguous()               # (W, T): bands of each token, as columns
