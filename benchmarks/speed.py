@@ -566,7 +566,8 @@ def time_decode(args):
                    "decode_rounds": len(rd[k]), "steady": steady(rd[k]),
                    "prefill_us_per_token": med(pt[k]) * 1e6 if pt[k] else None, "prefill_over_base": med(rp[k]) if rp[k] else None,
                    "same_tokens_as_base": toks[k] == toks["base"], "same_tokens_as_hooked": toks[k] == toks.get(hooked),
-                   "floor": floors.get(hooked), "ops_per_layer": (ops[k] - ops["base"]) / n_layers[hooked] if hooked in n_layers else None}
+                   "floor": floors.get(hooked), "ops_per_layer": (ops[k] - ops["base"]) / n_layers[hooked] if hooked in n_layers else None,
+                   "layers": n_layers.get(hooked)}                      # adapted layers: a row's time over its floor, per layer
         if not k.startswith("peft:"): rows[k].update(copy_over_base=c, decode_over_copy=med(rd[k]) / c)   # PEFT's rows stream their own copy
         if k in merge_s: rows[k]["merge_ms"] = merge_s[k] * 1e3
     for k, r in rows.items():                                          # hooked decode's goal: within 3 % of its floor
