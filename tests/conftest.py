@@ -176,14 +176,16 @@ def assert_attach_refused(cfg, phrase, layer="model.layers.0.self_attn.q_proj", 
     assert_unchanged(m, snap)
 
 
-def assert_decode_fresh(m, ids, *params, moved=1e-3):
-    "No-grad forwards repeat bit for bit and equal the autograd one; after each in-place edit (+0.5) of `params` they move by > `moved` and still do."
+def assert_decode_fresh(m, ids, *params, moved=1e-3, exact=True):
+    """No-grad forwards repeat bit for bit and equal the autograd one; after each in-place edit (+0.5) of `params` they move by > `moved` and still do.
+    `exact=False`: the autograd forward sums in another order (x(W + ΔW)ᵀ, not y + xΔWᵀ), so it is equal to rounding: within `moved` / 100 and 1e-5 relative."""
+    same = torch.equal if exact else (lambda u, v: torch.allclose(u, v, rtol=1e-5, atol=moved / 100))
     a, b = logits(m, ids), logits(m, ids)
-    assert torch.equal(a, b) and torch.equal(a, m(ids).logits.detach())
+    assert torch.equal(a, b) and same(a, m(ids).logits.detach())
     for p in params:
         with torch.no_grad(): p.add_(0.5)
         d = logits(m, ids)
-        assert (d - a).abs().max() > moved and torch.equal(d, m(ids).logits.detach())
+        assert (d - a).abs().max() > moved and torch.equal(d, logits(m, ids)) and same(d, m(ids).logits.detach())
         a = d
 
 

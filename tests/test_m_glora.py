@@ -90,7 +90,7 @@ def test_trains_like_peft_with_bias_paths():
 
 
 def test_decode_outputs_are_fresh(ids):
-    "The cached ΔW and Δb are reused at inference, rebuilt after a parameter changes; under autograd nothing is cached."
+    "The cached ΔW and Δb are reused at inference, rebuilt after a parameter changes; under autograd nothing is cached (training: x(W + ΔW)ᵀ, PEFT's one product)."
     m = tiny_qwen3(attention_bias=True); ll.attach(m, ll.GloraConfig(r=4)); train_steps(m, ids, steps=1)
     layer = ll.adapter_layers(m)["model.layers.0.self_attn.q_proj"]
-    assert_decode_fresh(m, ids, layer.A_Xd, layer.C_Xd, moved=1e-4)
+    assert_decode_fresh(m, ids, layer.A_Xd, layer.C_Xd, moved=1e-4, exact=False)

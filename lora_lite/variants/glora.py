@@ -10,7 +10,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_bool
+from ..core import AdapterConfig, Variant, register, dense_weight, cached, check_bool, grad_wanted, dense_update
 from ..helpers import peft_key
 
 # %% auto #0
@@ -103,7 +103,9 @@ class Glora(Variant):
 
     def forward(self, x, y):
         xd = x.to(self.dt)
-        if self.cfg.config_A_B == "lora": d = F.linear(xd, cached(self, "dW", self.weight_delta))   # (..., d_out)
+        if self.cfg.config_A_B == "lora":
+            if grad_wanted(self): y, d = dense_update(self, x, y, self.weight_delta()), 0   # training: PEFT's x(W + ΔW)ᵀ + b
+            else: d = F.linear(xd, cached(self, "dW", self.weight_delta))                   # (..., d_out)
         else:                                                             # vector / scalar paths: nothing W-sized
             A, B, b, d = self.path("A"), self.path("B"), self._base.bias, 0
             if A is not None: d = (y.to(xd.dtype) - (0 if b is None else b.to(xd.dtype))) * A.reshape(-1)   # (xWᵀ)⊙a
