@@ -11,6 +11,7 @@ import weakref
 import torch
 from torch import nn
 import torch.nn.functional as F
+from torch.nn.modules import module as _tm
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from .weights import weight_tensors
 
@@ -107,6 +108,8 @@ def lowrank_update(layer:nn.Module, x:torch.Tensor, y:torch.Tensor, factors, key
 def dense_update(layer:nn.Module, x:torch.Tensor, y:torch.Tensor, dW:torch.Tensor) -> torch.Tensor:
     "y + x ΔWᵀ (..., d_out): on a plain `nn.Linear` base in ΔW's dtype, x(W + ΔW)ᵀ + b with y unused (no backward through the base product)."
     base, x = layer.__dict__.get("_base"), x.to(dW.dtype)            # the bound base layer (`Variant.bind`), if any
-    if type(base) is nn.Linear and base.weight.dtype == dW.dtype: return F.linear(x, base.weight + dW, base.bias).to(y.dtype)
+    if (type(base) is nn.Linear and base.weight.dtype == dW.dtype     # y is F.linear(x, W, b): no forward hook but the adapter's
+            and len(base._forward_hooks) <= 1 and not _tm._global_forward_hooks):   # own, none on every module, can have changed it
+        return F.linear(x, base.weight + dW, base.bias).to(y.dtype)
     return (y + F.linear(x, dW)).to(y.dtype)
 

@@ -312,3 +312,17 @@ def test_saved_metadata(saved):
     with safe_open(str(saved), "pt") as f: meta = f.metadata()
     assert meta["variant"] == "lora" and meta["lora_lite_version"] == ll.__version__
     assert json.loads(meta["config"])["r"] == 4 and len(json.loads(meta["targets"])) == 4
+
+
+@pytest.mark.parametrize("variant", ["shira", "fourierft", "hira", "glora"])   # the methods that train through `dense_update`
+def test_dense_update_keeps_what_a_hook_before_it_did(variant):
+    "A user's forward hook on the base layer, registered before attach, changes y: the training forward keeps it, as the no-grad one does."
+    torch.manual_seed(0)
+    m = tiny_qwen3()
+    q = m.model.layers[0].self_attn.q_proj
+    q.register_forward_hook(lambda mod, args, y: y + 0.5)
+    ll.attach(m, ll.get_config(variant, **ll.variant_class(variant).example)); perturb_adapter(m, std=0.2)
+    ids = torch.randint(0, 100, (2, 12))
+    with torch.no_grad(): want = m(ids).logits
+    got = m(ids).logits                                             # autograd on: the training form
+    torch.testing.assert_close(got.detach(), want, atol=1e-5, rtol=1e-5)
