@@ -106,7 +106,7 @@ def lowrank_update(layer:nn.Module, x:torch.Tensor, y:torch.Tensor, factors, key
 
 # %% ../nbs/07_cache.ipynb #a5323521
 def dense_update(layer:nn.Module, x:torch.Tensor, y:torch.Tensor, dW:torch.Tensor) -> torch.Tensor:
-    "y + x ΔWᵀ (..., d_out): on a plain `nn.Linear` base in ΔW's dtype, x(W + ΔW)ᵀ + b with y unused (no backward through the base product)."
+    "y + x ΔWᵀ (..., d_out): on a plain `nn.Linear` base in ΔW's dtype with no other hook, x(W + ΔW)ᵀ + b with y unused (no base backward)."
     base, x = layer.__dict__.get("_base"), x.to(dW.dtype)            # the bound base layer (`Variant.bind`), if any
     if (type(base) is nn.Linear and base.weight.dtype == dW.dtype     # y is F.linear(x, W, b): no forward hook but the adapter's
             and len(base._forward_hooks) <= 1 and not _tm._global_forward_hooks):   # own, none on every module, can have changed it
